@@ -1,0 +1,65 @@
+"""Shared building blocks of the JobSpec models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo like `learning_rte` must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def as_typed_object(value: Any, scalar_key: str | None = None) -> Any:
+    """Normalise the shorthand forms of a tagged object to `{"type": …}`.
+
+    `"mse"` becomes `{"type": "mse"}`; with `scalar_key`, a bare number becomes
+    `{"type": "constant", scalar_key: number}` (a constant learning rate). The validated spec
+    shows the normalised form, so every union in it is discriminated by `type` alone.
+    """
+    if isinstance(value, str):
+        return {"type": value}
+    if scalar_key is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return {"type": "constant", scalar_key: value}
+    return value
+
+
+TypedObject = BeforeValidator(as_typed_object)
+
+Activation = Literal[
+    "relu", "sigmoid", "tanh", "gelu", "silu", "elu", "leaky_relu", "softmax", "linear"
+]
+
+
+class NamedInit(StrictModel):
+    type: Literal[
+        "glorot_uniform",
+        "glorot_normal",
+        "he_normal",
+        "he_uniform",
+        "lecun_normal",
+        "zeros",
+        "ones",
+    ]
+
+
+class UniformInit(StrictModel):
+    type: Literal["uniform"]
+    low: float = -0.05
+    high: float = 0.05
+
+
+class NormalInit(StrictModel):
+    type: Literal["normal"]
+    mean: float = 0.0
+    stddev: float = Field(0.05, gt=0)
+
+
+Initializer = Annotated[
+    NamedInit | UniformInit | NormalInit, Field(discriminator="type"), TypedObject
+]
+
+PositiveInt = Annotated[int, Field(gt=0)]

@@ -1,0 +1,149 @@
+"""The JobSpec of API.md: what to train, on what, and how."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from core.spec.base import PositiveInt, StrictModel, TypedObject
+from core.spec.layers import LayerSpec
+from core.spec.optim import Adam, OptimizerSpec
+
+
+class Validation(StrictModel):
+    """Hold out `split` of the training data after a seeded shuffle, or use another dataset."""
+
+    split: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    dataset: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Validation:
+        if (self.split is None) == (self.dataset is None):
+            raise ValueError('give exactly one of "split" (e.g. 0.1) or "dataset" (an id)')
+        return self
+
+
+class ModelSpec(StrictModel):
+    """A chain (`layers`) or a graph (`nodes` + `output`); exactly one of the two."""
+
+    layers: list[LayerSpec] | None = None
+    nodes: list[LayerSpec] | None = None
+    output: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelSpec:
+        if (self.layers is None) == (self.nodes is None):
+            raise ValueError(
+                'give either "layers" (a chain) or "nodes" with "output" (a graph), not both'
+            )
+        if self.nodes is not None and self.output is None:
+            raise ValueError('a graph model needs "output": the name of the node to train')
+        if self.layers is not None and self.output is not None:
+            raise ValueError(
+                '"output" belongs to graph models ("nodes"); a chain ends at its last layer'
+            )
+        for index, layer in enumerate(self.layers or self.nodes or []):
+            if layer.name is None:
+                layer.name = f"{layer.type}_{index}"
+        return self
+
+    @property
+    def is_graph(self) -> bool:
+        return self.nodes is not None
+
+    @property
+    def all_layers(self) -> list[LayerSpec]:
+        return list(self.layers if self.layers is not None else self.nodes or [])
+
+
+class CrossEntropyLoss(StrictModel):
+    type: Literal["cross_entropy"]
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class BinaryCrossEntropyLoss(StrictModel):
+    type: Literal["binary_cross_entropy"]
+
+
+class MSELoss(StrictModel):
+    type: Literal["mse"]
+
+
+class SSELoss(StrictModel):
+    type: Literal["sse"]
+
+
+LossSpec = Annotated[
+    CrossEntropyLoss | BinaryCrossEntropyLoss | MSELoss | SSELoss,
+    Field(discriminator="type"),
+    TypedObject,
+]
+
+
+class AccuracyMetric(StrictModel):
+    type: Literal["accuracy"]
+
+
+class MAEMetric(StrictModel):
+    type: Literal["mae"]
+
+
+class TopKAccuracyMetric(StrictModel):
+    type: Literal["top_k_accuracy"]
+    k: PositiveInt = 5
+
+
+MetricSpec = Annotated[
+    AccuracyMetric | MAEMetric | TopKAccuracyMetric, Field(discriminator="type"), TypedObject
+]
+
+
+class EarlyStopping(StrictModel):
+    monitor: str = "val_loss"
+    # None: "max" for accuracy-like metrics, "min" otherwise; filled in at validation.
+    mode: Literal["min", "max"] | None = None
+    patience: Annotated[int, Field(ge=0)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    restore_best: bool = True
+
+
+class StopWhen(StrictModel):
+    metric: str
+    below: float | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StopWhen:
+        if (self.below is None) == (self.above is None):
+            raise ValueError('give exactly one of "below" or "above"')
+        return self
+
+
+class Training(StrictModel):
+    epochs: Annotated[int, Field(ge=0, le=100_000)] = 10
+    batch_size: PositiveInt | Literal["full"] = 32
+    shuffle: bool = True
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    early_stopping: EarlyStopping | None = None
+    stop_when: StopWhen | None = None
+    checkpoint_every_epochs: PositiveInt = 1
+    max_runtime_seconds: Annotated[float, Field(gt=0)] | None = None
+    log_every_steps: PositiveInt = 10
+
+
+class InitFrom(StrictModel):
+    job: str
+
+
+class JobSpec(StrictModel):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    dataset: Annotated[str, Field(min_length=1)]
+    validation: Validation | None = None
+    model: ModelSpec
+    loss: LossSpec
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam"))
+    training: Training = Field(default_factory=Training)
+    init_from: InitFrom | None = None
+    device: Literal["auto", "cpu", "gpu"] = "auto"

@@ -1,0 +1,52 @@
+"""How the worker watches and steers a run: progress, metric batches, stop requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Progress:
+    epoch: int  # 0-based epoch in progress (== epochs when finished)
+    epochs: int
+    step: int  # optimizer steps done in the whole run
+    steps: int  # steps the whole run will take if it is not stopped early
+    elapsed_seconds: float
+
+    @property
+    def fraction(self) -> float:
+        return min(self.step / self.steps, 1.0) if self.steps else 1.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.step == 0 or self.elapsed_seconds <= 0:
+            return None
+        return (self.steps - self.step) * self.elapsed_seconds / self.step
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    step: int
+    epoch: int
+    value: float
+
+
+class Callbacks:
+    """No-op hooks; the worker subclasses this. Hooks run between scan chunks (~1 s)."""
+
+    def on_progress(self, progress: Progress) -> None:
+        """Called after each chunk of steps."""
+
+    def on_metrics(self, points: list[MetricPoint]) -> None:
+        """A batch of metric points: per-step loss after each chunk, epoch metrics at epoch end."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """All metrics of a finished epoch (0-based), after validation."""
+
+    def on_checkpoint(self, path: str, epoch: int, step: int) -> None:
+        """A checkpoint is durable on disk (the worker records it only now)."""
+
+    def should_stop(self) -> bool:
+        """Return True to stop cleanly at the next chunk boundary (cancellation)."""
+        return False

@@ -1,0 +1,333 @@
+"""`train(spec, dataset, …) -> TrainResult`: the one entry point the worker calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from core.data.dataset import Dataset
+from core.errors import SpecError, TrainingError
+from core.losses import SUMMED, loss_fn, per_example_loss
+from core.metrics import metric_fns
+from core.model import Model, check_shapes
+from core.optimizers import build_optimizer, current_learning_rate
+from core.spec import JobSpec
+from core.train.callbacks import Callbacks, MetricPoint, Progress
+from core.train.checkpoint import (
+    latest_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    write_checkpoint_atomically,
+)
+from core.train.data import epoch_order, split_validation
+from core.train.step import Batching, StepStats, TrainState, make_chunk_fn, make_eval_fn
+from core.train.stopping import EarlyStoppingState, stop_when_reached
+
+TARGET_CHUNK_SECONDS = 1.0  # control returns to Python about this often
+FIRST_CHUNK_STEPS = 8  # timed once (after compiling) to size the chunks that follow
+EVAL_BATCH = 512
+
+
+@dataclass
+class TrainResult:
+    params: Any
+    model_state: Any
+    history: list[dict[str, float]]  # per-epoch metrics, index = epoch
+    summary: dict[str, float | int | None]
+    stop_reason: str  # completed | early_stopping | stop_when | cancelled
+    steps_completed: int
+    output_shape: tuple[int, ...]
+
+
+class _Run:
+    """The mutable bookkeeping of one call to `train`."""
+
+    def __init__(
+        self, spec: JobSpec, train_data: Dataset, checkpoint_dir: Path | None, callbacks: Callbacks
+    ):
+        self.spec = spec
+        self.opts = spec.training
+        self.callbacks = callbacks
+        self.checkpoint_dir = checkpoint_dir
+        self.batching = Batching.for_size(len(train_data.x), self.opts.batch_size)
+        self.total_steps = self.batching.steps * self.opts.epochs
+        self.history: list[dict[str, float]] = []
+        self.early = EarlyStoppingState()
+        self.best: Any = None  # (params, model_state) of the best epoch, for restore_best
+        self.step = 0
+        self.started = time.monotonic()
+
+    @property
+    def keeps_best(self) -> bool:
+        return bool(self.opts.early_stopping and self.opts.early_stopping.restore_best)
+
+    def progress(self, epoch: int) -> None:
+        elapsed = time.monotonic() - self.started
+        self.callbacks.on_progress(
+            Progress(epoch, self.opts.epochs, self.step, self.total_steps, elapsed)
+        )
+
+    def save(self, epochs_done: int, state: TrainState) -> None:
+        if self.checkpoint_dir is None:
+            return
+        trees: dict[str, Any] = {"state": state}
+        if self.keeps_best and self.best is not None:
+            trees["best"] = self.best
+        meta = {
+            "epoch": epochs_done,
+            "step": self.step,
+            "history": self.history,
+            "early_stopping": self.early.as_dict(),
+            "seed": self.opts.seed,
+        }
+        path = write_checkpoint_atomically(self.checkpoint_dir, epochs_done, trees, meta)
+        prune_checkpoints(self.checkpoint_dir)
+        self.callbacks.on_checkpoint(str(path), epochs_done, self.step)
+
+    def restore(self, state: TrainState) -> tuple[TrainState, int]:
+        """Continue from the newest checkpoint, if any; returns (state, first epoch to run)."""
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return state, 0
+        templates: dict[str, Any] = {"state": state}
+        meta_probe = read_checkpoint(path, {})[1]
+        if self.keeps_best and meta_probe["early_stopping"]["best_epoch"] is not None:
+            templates["best"] = (state.params, state.model_state)
+        trees, meta = read_checkpoint(path, templates)
+        self.history, self.step = meta["history"], meta["step"]
+        self.early = EarlyStoppingState(**meta["early_stopping"])
+        self.best = trees.get("best")
+        return jax.tree.map(jnp.asarray, trees["state"]), meta["epoch"]
+
+    def result(
+        self, state: TrainState, stop_reason: str, output_shape: tuple[int, ...]
+    ) -> TrainResult:
+        summary: dict[str, float | int | None] = {}
+        if self.history:
+            last = self.history[-1]
+            summary = {
+                "loss": last["epoch_loss"],
+                **{k: v for k, v in last.items() if k != "epoch_loss"},
+            }
+        summary["best_epoch"] = self.early.best_epoch
+        return TrainResult(
+            state.params,
+            state.model_state,
+            self.history,
+            summary,
+            stop_reason,
+            self.step,
+            output_shape,
+        )
+
+
+def train(
+    spec: JobSpec,
+    dataset: Dataset,
+    *,
+    validation_data: Dataset | None = None,
+    callbacks: Callbacks | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    init_params: Any = None,
+    chunk_steps: int | None = None,
+) -> TrainResult:
+    """Train `spec`'s model on `dataset` by backpropagation.
+
+    Args:
+      spec: a validated JobSpec (`core.spec.parse_spec`).
+      dataset: training data; a `validation.split` is held out of it after a seeded shuffle.
+      validation_data: the dataset named by `validation.dataset`, resolved by the caller.
+      callbacks: progress, metric batches and cancellation (`Callbacks`).
+      checkpoint_dir: where checkpoints go; with `resume`, the newest one there is continued.
+      init_params: parameters to start from (`init_from`); shapes must match the model.
+      chunk_steps: steps per dispatch; by default sized so a chunk takes about a second.
+        Results do not depend on it.
+
+    Raises:
+      SpecError: the model does not fit the data, or `init_params` does not fit the model.
+      TrainingError: `non_finite_loss` (with epoch and step) or `timeout`.
+    """
+    output_shape = check_shapes(spec, dataset.info)
+    train_data, val_data = split_validation(spec, dataset, validation_data)
+    run = _Run(spec, train_data, checkpoint_dir, callbacks or Callbacks())
+    opts, batching = run.opts, run.batching
+
+    model = Model(spec.model)
+    tx = build_optimizer(spec.optimizer, run.total_steps)
+    metrics = metric_fns(spec.metrics, spec.loss)
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(opts.seed))
+    params, model_state = model.init(init_key, tuple(train_data.info.input_shape))
+    if init_params is not None:
+        params = _checked_init_params(params, init_params)
+    state = TrainState(params, model_state, tx.init(params))
+    start_epoch = 0
+    if resume:
+        state, start_epoch = run.restore(state)
+
+    x, y = jax.device_put(np.asarray(train_data.x)), jax.device_put(np.asarray(train_data.y))
+    loss = loss_fn(spec.loss)
+    chunk = min(chunk_steps or FIRST_CHUNK_STEPS, batching.steps)
+    run_chunk = make_chunk_fn(model, loss, metrics, tx, batching, chunk)
+    validate = _validator(model, spec, metrics, val_data) if val_data is not None else None
+    calls = 0
+    summed = spec.loss.type in SUMMED
+    stop_reason = "completed"
+
+    for epoch in range(start_epoch, opts.epochs):
+        epoch_key = jax.random.fold_in(data_key, epoch)
+        order = epoch_order(epoch_key, batching.num_examples, opts.shuffle)
+        epoch_stats: list[StepStats] = []
+        epoch_started = time.monotonic()
+        train_seconds = 0.0
+        position = 0
+        while position < batching.steps:
+            chunk_started = time.monotonic()
+            state, stats = run_chunk(state, x, y, epoch_key, order, jnp.int32(position))
+            stats = jax.device_get(stats)
+            seconds = time.monotonic() - chunk_started
+            done = min(chunk, batching.steps - position)
+            stats = jax.tree.map(lambda a, done=done: a[:done], stats)
+            _raise_if_non_finite(stats, epoch, run.step)
+            run.callbacks.on_metrics(_step_points(stats, run.step, epoch, opts.log_every_steps))
+            train_seconds += seconds
+            position += done
+            run.step += done
+            epoch_stats.append(stats)
+            calls += 1
+            if calls == 2 and chunk_steps is None:  # call 1 included compilation
+                better = _chunk_for(seconds / done, batching.steps)
+                if better != chunk:
+                    chunk = better
+                    run_chunk = make_chunk_fn(model, loss, metrics, tx, batching, chunk)
+            run.progress(epoch)
+            if run.callbacks.should_stop():
+                return run.result(state, "cancelled", output_shape)
+            if (
+                opts.max_runtime_seconds
+                and time.monotonic() - run.started > opts.max_runtime_seconds
+            ):
+                raise TrainingError(
+                    "timeout",
+                    f"the run exceeded max_runtime_seconds={opts.max_runtime_seconds}",
+                    epoch=epoch,
+                    step=run.step,
+                )
+
+        epoch_metrics = _train_metrics(epoch_stats, summed, list(metrics))
+        if validate is not None:
+            epoch_metrics.update(validate(state))
+        epoch_metrics["learning_rate"] = float(current_learning_rate(state.opt_state))
+        epoch_metrics["samples_per_second"] = batching.num_examples / max(train_seconds, 1e-9)
+        epoch_metrics["epoch_seconds"] = time.monotonic() - epoch_started
+        run.history.append(epoch_metrics)
+        run.callbacks.on_metrics(
+            [MetricPoint(n, run.step, epoch, v) for n, v in epoch_metrics.items()]
+        )
+        run.callbacks.on_epoch_end(epoch, epoch_metrics)
+
+        if opts.early_stopping is not None:
+            improved, stop = run.early.update(opts.early_stopping, epoch_metrics, epoch)
+            if improved and run.keeps_best:
+                run.best = jax.tree.map(jnp.copy, (state.params, state.model_state))
+            if stop:
+                stop_reason = "early_stopping"
+        if stop_when_reached(opts.stop_when, epoch_metrics):
+            stop_reason = "stop_when"
+        finished = epoch + 1
+        if (
+            finished == opts.epochs
+            or stop_reason != "completed"
+            or finished % opts.checkpoint_every_epochs == 0
+        ):
+            run.save(finished, state)
+        if stop_reason != "completed":
+            break
+
+    if run.keeps_best and run.best is not None:
+        state = state._replace(params=run.best[0], model_state=run.best[1])
+    run.progress(len(run.history))
+    return run.result(state, stop_reason, output_shape)
+
+
+def _chunk_for(seconds_per_step: float, steps_per_epoch: int) -> int:
+    """Steps per dispatch for about TARGET_CHUNK_SECONDS: a power of two (so similar jobs
+    share compiled programs) or the whole epoch when that is sooner."""
+    wanted = max(1, int(TARGET_CHUNK_SECONDS / max(seconds_per_step, 1e-9)))
+    return min(steps_per_epoch, 2 ** int(math.log2(wanted)))
+
+
+def _raise_if_non_finite(stats: StepStats, epoch: int, step_before: int) -> None:
+    bad = np.flatnonzero(~np.asarray(stats.finite))
+    if bad.size:
+        step = step_before + int(bad[0]) + 1
+        raise TrainingError(
+            "non_finite_loss",
+            f"the loss or its gradient became NaN/inf at epoch {epoch}, step {step}; lower the "
+            "learning rate, add clip_norm, or check the data for extreme values",
+            epoch=epoch,
+            step=step,
+        )
+
+
+def _step_points(stats: StepStats, step_before: int, epoch: int, every: int) -> list[MetricPoint]:
+    steps = step_before + 1 + np.arange(len(stats.loss))
+    keep = np.flatnonzero(steps % every == 0)
+    return [MetricPoint("loss", int(steps[i]), epoch, float(stats.loss[i])) for i in keep]
+
+
+def _train_metrics(stats: list[StepStats], summed: bool, names: list[str]) -> dict[str, float]:
+    loss = np.concatenate([s.loss for s in stats]).astype(np.float64)
+    weight = np.concatenate([s.weight for s in stats]).astype(np.float64)
+    total = weight.sum()
+    out = {"epoch_loss": float(loss.sum() if summed else (loss * weight).sum() / total)}
+    for name in names:
+        out[name] = float(sum(float(s.metric_sums[name].sum()) for s in stats) / total)
+    out["grad_norm"] = float(np.concatenate([s.grad_norm for s in stats]).mean())
+    return out
+
+
+def _validator(model: Model, spec: JobSpec, metrics: Any, data: Dataset) -> Any:
+    """`validate(state) -> {"val_loss": …, "val_<metric>": …}` over the whole set, compiled once."""
+    batching = Batching.for_size(len(data.x), EVAL_BATCH)
+    evaluate = make_eval_fn(model, per_example_loss(spec.loss), metrics, batching)
+    x, y = jax.device_put(np.asarray(data.x)), jax.device_put(np.asarray(data.y))
+    summed = spec.loss.type in SUMMED
+
+    def validate(state: TrainState) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for step in range(batching.steps):
+            batch = jax.device_get(evaluate(state.params, state.model_state, x, y, jnp.int32(step)))
+            for name, value in batch.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+        total = sums.pop("weight")
+        loss_total = sums.pop("loss")
+        out = {"val_loss": loss_total if summed else loss_total / total}
+        out.update({f"val_{name}": value / total for name, value in sums.items()})
+        return out
+
+    return validate
+
+
+def _checked_init_params(fresh: Any, given: Any) -> Any:
+    fresh_shapes = jax.tree.map(np.shape, fresh)
+    given_shapes = jax.tree.map(np.shape, given)
+    if fresh_shapes != given_shapes:
+        raise SpecError.at(
+            ("init_from", "job"),
+            f"that job's parameters do not fit this model: it has {_shape_summary(given_shapes)}, "
+            f"this model needs {_shape_summary(fresh_shapes)}",
+        )
+    return jax.tree.map(jnp.asarray, given)
+
+
+def _shape_summary(shapes: Any) -> str:
+    flat = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))[0]
+    return ", ".join(f"{jax.tree_util.keystr(p)}{list(s)}" for p, s in flat)
