@@ -31,7 +31,9 @@ from core.train.step import Batching, StepStats, TrainState, make_chunk_fn, make
 from core.train.stopping import EarlyStoppingState, stop_when_reached
 
 TARGET_CHUNK_SECONDS = 1.0  # control returns to Python about this often
-FIRST_CHUNK_STEPS = 8  # timed once (after compiling) to size the chunks that follow
+# A deliberately low guess of the device's speed for sizing the first chunks from the
+# step's FLOP count; the second chunk's timing corrects it when it is far off.
+ASSUMED_FLOPS_PER_SECOND = 5e9
 EVAL_BATCH = 512
 
 
@@ -112,10 +114,7 @@ class _Run:
         summary: dict[str, float | int | None] = {}
         if self.history:
             last = self.history[-1]
-            summary = {
-                "loss": last["epoch_loss"],
-                **{k: v for k, v in last.items() if k != "epoch_loss"},
-            }
+            summary = dict(last)
         summary["best_epoch"] = self.early.best_epoch
         return TrainResult(
             state.params,
@@ -174,7 +173,9 @@ def train(
 
     x, y = jax.device_put(np.asarray(train_data.x)), jax.device_put(np.asarray(train_data.y))
     loss = loss_fn(spec.loss)
-    chunk = min(chunk_steps or FIRST_CHUNK_STEPS, batching.steps)
+    chunk = chunk_steps or _chunk_for(
+        _seconds_per_step_guess(model, loss, tx, state, x, y, batching), batching.steps
+    )
     run_chunk = make_chunk_fn(model, loss, metrics, tx, batching, chunk)
     validate = _validator(model, spec, metrics, val_data) if val_data is not None else None
     calls = 0
@@ -204,7 +205,7 @@ def train(
             calls += 1
             if calls == 2 and chunk_steps is None:  # call 1 included compilation
                 better = _chunk_for(seconds / done, batching.steps)
-                if better != chunk:
+                if not 0.25 <= seconds / TARGET_CHUNK_SECONDS <= 4 and better != chunk:
                     chunk = better
                     run_chunk = make_chunk_fn(model, loss, metrics, tx, batching, chunk)
             run.progress(epoch)
@@ -228,9 +229,7 @@ def train(
         epoch_metrics["samples_per_second"] = batching.num_examples / max(train_seconds, 1e-9)
         epoch_metrics["epoch_seconds"] = time.monotonic() - epoch_started
         run.history.append(epoch_metrics)
-        run.callbacks.on_metrics(
-            [MetricPoint(n, run.step, epoch, v) for n, v in epoch_metrics.items()]
-        )
+        run.callbacks.on_metrics(_epoch_points(epoch_metrics, run.step, epoch))
         run.callbacks.on_epoch_end(epoch, epoch_metrics)
 
         if opts.early_stopping is not None:
@@ -264,6 +263,25 @@ def _chunk_for(seconds_per_step: float, steps_per_epoch: int) -> int:
     return min(steps_per_epoch, 2 ** int(math.log2(wanted)))
 
 
+def _seconds_per_step_guess(
+    model: Model,
+    loss: Any,
+    tx: Any,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    batching: Batching,
+) -> float:
+    """A cheap guess from XLA's FLOP count of one step (lowering only, no compilation)."""
+    one = make_chunk_fn(model, loss, {}, tx, batching, 1)
+    key = jax.random.PRNGKey(0)
+    cost = one.lower(
+        state, x, y, key, jnp.arange(batching.num_examples), jnp.int32(0)
+    ).cost_analysis()
+    flops = float((cost or {}).get("flops", 0.0))
+    return max(flops, 1.0) / ASSUMED_FLOPS_PER_SECOND
+
+
 def _raise_if_non_finite(stats: StepStats, epoch: int, step_before: int) -> None:
     bad = np.flatnonzero(~np.asarray(stats.finite))
     if bad.size:
@@ -283,11 +301,19 @@ def _step_points(stats: StepStats, step_before: int, epoch: int, every: int) -> 
     return [MetricPoint("loss", int(steps[i]), epoch, float(stats.loss[i])) for i in keep]
 
 
+def _epoch_points(metrics: dict[str, float], step: int, epoch: int) -> list[MetricPoint]:
+    # The series "loss" holds the per-step batch losses; the epoch's mean is "epoch_loss".
+    return [
+        MetricPoint("epoch_loss" if name == "loss" else name, step, epoch, value)
+        for name, value in metrics.items()
+    ]
+
+
 def _train_metrics(stats: list[StepStats], summed: bool, names: list[str]) -> dict[str, float]:
     loss = np.concatenate([s.loss for s in stats]).astype(np.float64)
     weight = np.concatenate([s.weight for s in stats]).astype(np.float64)
     total = weight.sum()
-    out = {"epoch_loss": float(loss.sum() if summed else (loss * weight).sum() / total)}
+    out = {"loss": float(loss.sum() if summed else (loss * weight).sum() / total)}
     for name in names:
         out[name] = float(sum(float(s.metric_sums[name].sum()) for s in stats) / total)
     out["grad_norm"] = float(np.concatenate([s.grad_norm for s in stats]).mean())

@@ -99,7 +99,7 @@ def make_chunk_fn(
         (value, (out, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         sums = {name: jnp.sum(fn(out, yb) * w) for name, fn in metrics.items()}
