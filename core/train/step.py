@@ -83,8 +83,9 @@ def make_chunk_fn(
       x, y: the whole training set on the device, [N, ...].
       epoch_key: PRNG key of the epoch; step keys are `fold_in(epoch_key, step)`.
       order: [N] the epoch's example order.
-      start: first step of the chunk within the epoch; steps past the epoch's end are
-        skipped (inactive) and report zeros.
+      start: first step of the chunk within the epoch; the chunk must end within the
+        epoch (the loop compiles a shorter chunk for an epoch's remainder, rather than
+        skipping steps with a conditional, which would cost XLA its in-place updates).
     """
 
     def one_step(
@@ -107,14 +108,6 @@ def make_chunk_fn(
         stats = StepStats(value, jnp.sum(w), sums, grad_norm, finite)
         return TrainState(params, model_state, opt_state), stats
 
-    skipped = StepStats(
-        jnp.float32(0),
-        jnp.float32(0),
-        {name: jnp.float32(0) for name in metrics},
-        jnp.float32(0),
-        jnp.bool_(True),
-    )
-
     def run(
         state: TrainState,
         x: jax.Array,
@@ -125,13 +118,7 @@ def make_chunk_fn(
     ) -> tuple[TrainState, StepStats]:
         def body(carry: TrainState, step: jax.Array) -> tuple[TrainState, StepStats]:
             idx, w = batching.batch(order, step)
-            key = jax.random.fold_in(epoch_key, step)
-            return jax.lax.cond(
-                step < batching.steps,
-                lambda s: one_step(s, x, y, key, idx, w),
-                lambda s: (s, skipped),
-                carry,
-            )
+            return one_step(carry, x, y, jax.random.fold_in(epoch_key, step), idx, w)
 
         return jax.lax.scan(body, state, start + jnp.arange(chunk), unroll=unroll)
 
