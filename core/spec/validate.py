@@ -40,17 +40,19 @@ def _strip_union_tags(loc: Loc, data: Any) -> Loc:
 
     pydantic reports `("model", "layers", 2, "conv2d", "kernel_size")`; the API contract
     wants the path into the request body, `("model", "layers", 2, "kernel_size")`. A loc
-    element is a tag when the input at that point is an object (or a shorthand string) whose
+    element is a tag when the input at that point is an object whose
     `type` equals it and which has no key of that name.
     """
     cleaned: list[str | int] = []
     node = data
     for part in loc:
-        if node is not None and not isinstance(node, dict | list | str):
-            break  # the request held a scalar here; deeper parts are our own expansion
-        is_tag = isinstance(part, str) and (
-            (isinstance(node, dict) and part not in node and node.get("type") == part)
-            or (isinstance(node, str) and node == part)
+        if node is not None and not isinstance(node, dict | list):
+            break  # the request held a scalar here: deeper parts are union tags or expansions
+        is_tag = (
+            isinstance(part, str)
+            and isinstance(node, dict)
+            and part not in node
+            and node.get("type") == part
         )
         if is_tag:
             continue

@@ -6,10 +6,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
 
 from core.data import load_builtin
+from core.losses import loss_fn
 from core.model import Model
 from core.optimizers import OPTIMIZERS, SCHEDULES, build_optimizer, current_learning_rate
 from core.spec import parse_spec
@@ -98,9 +98,8 @@ def test_learning_rate_is_traced_so_the_program_is_shared() -> None:
         model = Model(spec.model)
         params, state = model.init(jax.random.PRNGKey(0), (4,))
         tx = build_optimizer(spec.optimizer, 10)
-        loss = optax.softmax_cross_entropy_with_integer_labels
         batching = Batching.for_size(150, 16)
-        fn = make_chunk_fn(model, lambda o, t, w: jnp.sum(loss(o, t) * w), {}, tx, batching, 4)
+        fn = make_chunk_fn(model, loss_fn(spec.loss), {}, tx, batching, 4)
         args = (
             TrainState(params, state, tx.init(params)),
             jnp.zeros((150, 4)),

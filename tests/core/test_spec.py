@@ -21,7 +21,12 @@ def test_api_example_validates_with_defaults_filled_in(cnn_spec: dict[str, Any])
     spec = parse_spec(cnn_spec).model_dump(mode="json")
     layers = spec["model"]["layers"]
     assert [layer["name"] for layer in layers] == [
-        "conv2d_0", "max_pool2d_1", "flatten_2", "dense_3", "dropout_4", "dense_5",
+        "conv2d_0",
+        "max_pool2d_1",
+        "flatten_2",
+        "dense_3",
+        "dropout_4",
+        "dense_5",
     ]
     assert layers[0]["kernel_size"] == [3, 3]
     assert layers[0]["strides"] == [1, 1]
@@ -40,8 +45,13 @@ def test_api_example_validates_with_defaults_filled_in(cnn_spec: dict[str, Any])
 
 
 def test_minimal_spec_gets_every_default() -> None:
-    spec = parse_spec({"dataset": "builtin:xor", "model": {"layers": [{"type": "dense", "units": 1}]},
-                       "loss": "mse"})
+    spec = parse_spec(
+        {
+            "dataset": "builtin:xor",
+            "model": {"layers": [{"type": "dense", "units": 1}]},
+            "loss": "mse",
+        }
+    )
     assert spec.optimizer.type == "adam"
     assert spec.training.epochs == 10 and spec.training.batch_size == 32
     assert spec.device == "auto" and spec.metrics == []
@@ -84,7 +94,11 @@ def test_unknown_layer_type_lists_the_known_ones(cnn_spec: dict[str, Any]) -> No
         (("training", "batch_size"), "half", ["training", "batch_size"]),
         (("loss",), "hinge", ["loss"]),
         (("optimizer",), {"type": "sgd", "nesterov": True}, ["optimizer"]),
-        (("optimizer", "learning_rate"), {"type": "cosine"}, ["optimizer", "learning_rate", "init_value"]),
+        (
+            ("optimizer", "learning_rate"),
+            {"type": "cosine"},
+            ["optimizer", "learning_rate", "init_value"],
+        ),
         (("validation",), {"split": 0.1, "dataset": "abc"}, ["validation"]),
         (("validation", "split"), 1.5, ["validation", "split"]),
         (("device",), "tpu", ["device"]),
@@ -119,8 +133,11 @@ def test_chain_rejects_inputs_and_joins() -> None:
 
 
 def _graph(nodes: list[dict[str, Any]], output: str) -> dict[str, Any]:
-    return {"dataset": "builtin:iris", "model": {"nodes": nodes, "output": output},
-            "loss": "cross_entropy"}
+    return {
+        "dataset": "builtin:iris",
+        "model": {"nodes": nodes, "output": output},
+        "loss": "cross_entropy",
+    }
 
 
 def test_graph_cycle_is_named() -> None:
