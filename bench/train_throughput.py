@@ -206,7 +206,7 @@ def bare_jax(case: Case, data: Dataset, seconds: float) -> float:
             updates, opt = tx.update(grads, opt, p)
             return (optax.apply_updates(p, updates), opt), value
 
-        (p, opt), losses = jax.lax.scan(step, (p, opt), order.reshape(steps, case.batch_size))
+        (p, opt), _losses = jax.lax.scan(step, (p, opt), order.reshape(steps, case.batch_size))
         return p, opt
 
     opt = tx.init(params)
@@ -282,7 +282,8 @@ def main() -> None:
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; samples/s, median over epochs")
-    header = f"{'model':<12} {'engine':>10} {'bare JAX':>10} {'PyTorch':>10} {'eng/bare':>9} {'eng/torch':>9}"
+    columns = ("engine", "bare JAX", "PyTorch")
+    header = f"{'model':<12} " + " ".join(f"{c:>10}" for c in columns) + " eng/bare eng/torch"
     print(header)
     print("-" * len(header))
     for case in CASES:
@@ -295,7 +296,8 @@ def main() -> None:
         torch_cell = f"{torch_rate:>10.0f}" if torch_rate else f"{'-':>10}"
         vs_torch = f"{ours / torch_rate:>9.2f}" if torch_rate else f"{'-':>9}"
         print(
-            f"{case.name:<12} {ours:>10.0f} {bare:>10.0f} {torch_cell} {ours / bare:>9.2f} {vs_torch}",
+            f"{case.name:<12} {ours:>10.0f} {bare:>10.0f} {torch_cell} "
+            f"{ours / bare:>8.2f} {vs_torch}",
             flush=True,
         )
 

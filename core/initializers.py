@@ -32,12 +32,16 @@ def initializer(spec: NamedInit | UniformInit | NormalInit) -> Init:
     """The `init(key, shape, dtype)` function for an initialiser spec."""
     if isinstance(spec, UniformInit):
         low, high = spec.low, spec.high
-        return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-            key, shape, dtype, minval=low, maxval=high
-        )
+
+        def uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+            return jax.random.uniform(key, shape, dtype, minval=low, maxval=high)
+
+        return uniform
     if isinstance(spec, NormalInit):
         mean, stddev = spec.mean, spec.stddev
-        return lambda key, shape, dtype=jnp.float32: (
-            mean + stddev * jax.random.normal(key, shape, dtype)
-        )
+
+        def normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+            return mean + stddev * jax.random.normal(key, shape, dtype)
+
+        return normal
     return _NAMED[spec.type]

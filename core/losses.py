@@ -108,13 +108,16 @@ def check_output_shape(spec: LossSpec, output: Shape, info: DatasetInfo) -> str 
             f"last layer needs shape {[*target, info.num_classes]} (e.g. dense units="
             f"{info.num_classes}, no softmax: cross_entropy takes logits)"
         )
-    if spec.type == "binary_cross_entropy":
-        if info.task == "classification" and (info.num_classes or 2) > 2 and target == ():
-            return (
-                f"binary_cross_entropy needs 0/1 targets but the dataset has "
-                f"{info.num_classes} classes; use cross_entropy"
-            )
+    multiclass = info.task == "classification" and (info.num_classes or 2) > 2 and target == ()
+    if spec.type == "binary_cross_entropy" and multiclass:
+        return (
+            f"binary_cross_entropy needs 0/1 targets but the dataset has "
+            f"{info.num_classes} classes; use cross_entropy"
+        )
     if output == target or (output[-1:] == (1,) and output[:-1] == target):
         return None
     want = list(target) or [1]
-    return f"outputs shape {list(output)} but the targets have shape {list(target)}: the last layer needs shape {want}"
+    return (
+        f"outputs shape {list(output)} but the targets have shape {list(target)}: "
+        f"the last layer needs shape {want}"
+    )

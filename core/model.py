@@ -39,10 +39,11 @@ class Model:
         nodes: dict[str, Node] = {}
         previous = GRAPH_INPUT
         for index, layer_spec in enumerate(spec.all_layers):
-            inputs = tuple(layer_spec.inputs) if spec.is_graph else (previous,)
-            nodes[layer_spec.name] = Node(build_layer(layer_spec), inputs, ("model", key, index))
-            previous = layer_spec.name
-        self.output = spec.output if spec.is_graph else previous
+            layer = build_layer(layer_spec)
+            inputs = tuple(layer_spec.inputs or ()) if spec.is_graph else (previous,)
+            nodes[layer.name] = Node(layer, inputs, ("model", key, index))
+            previous = layer.name
+        self.output: str = str(spec.output) if spec.is_graph else previous
         self.nodes = _topological(nodes, self.output)
 
     def init(self, key: jax.Array, input_shape: Shape) -> tuple[Params, Params]:

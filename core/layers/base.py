@@ -42,7 +42,7 @@ class Layer(Generic[SpecT]):
 
     @property
     def name(self) -> str:
-        return self.spec.name  # type: ignore[attr-defined,no-any-return]
+        return str(self.spec.name)  # type: ignore[attr-defined]
 
     def check(self, in_shapes: Sequence[Shape]) -> None:
         """Raise `ShapeMismatch` when the per-example input shapes cannot work."""
@@ -87,7 +87,7 @@ def build_layer(spec: Any) -> Layer[Any]:
 
 
 def expect_rank(in_shape: Shape, rank: int, what: str) -> None:
-    """Shared check: `what` describes the expected per-example layout, e.g. "(height, width, channels)"."""
+    """Raise unless examples have `rank` axes; `what` names the layout, e.g. "(height, width)"."""
     if len(in_shape) != rank:
         raise ShapeMismatch(
             f"expects each example to be {what} (rank {rank}), got shape {list(in_shape)}"

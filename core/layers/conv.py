@@ -58,7 +58,7 @@ class Conv2DLayer(Layer[Conv2D]):
             )
         return params, {}
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         y = ops.conv2d(
             inputs[0],
             params["kernel"],
@@ -80,14 +80,14 @@ class _Pool(Layer[MaxPool2D | AvgPool2D]):
 
 @register("max_pool2d")
 class MaxPool2DLayer(_Pool):
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         pool = tuple(self.spec.pool_size)
         return ops.max_pool2d(inputs[0], pool, self._strides(), self.spec.padding.upper()), state
 
 
 @register("avg_pool2d")
 class AvgPool2DLayer(_Pool):
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         pool = tuple(self.spec.pool_size)
         return ops.avg_pool2d(inputs[0], pool, self._strides(), self.spec.padding.upper()), state
 
@@ -97,5 +97,5 @@ class GlobalAvgPool2DLayer(Layer[GlobalAvgPool2D]):
     def check(self, in_shapes: Sequence[Shape]) -> None:
         expect_rank(in_shapes[0], 3, IMAGE)
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         return jnp.mean(inputs[0], axis=(1, 2)), state

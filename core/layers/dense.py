@@ -39,7 +39,7 @@ class DenseLayer(Layer[Dense]):
             )
         return params, {}
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         y = inputs[0] @ params["kernel"]
         if "bias" in params:
             y = y + params["bias"]

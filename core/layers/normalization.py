@@ -36,7 +36,7 @@ class BatchNormLayer(Layer[BatchNorm]):
         state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
         return params, state
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         x = inputs[0]
         if train:
             axes = tuple(range(x.ndim - 1))
@@ -64,7 +64,7 @@ class LayerNormLayer(Layer[LayerNorm]):
         c = _channels(in_shapes[0])
         return {"scale": jnp.ones((c,), jnp.float32), "bias": jnp.zeros((c,), jnp.float32)}, {}
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         return layer_norm(inputs[0], params, self.spec.epsilon), state
 
 
@@ -81,7 +81,7 @@ class DropoutLayer(Layer[Dropout]):
 
     uses_rng = True
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         return dropout(inputs[0], self.spec.rate, train=train, key=key), state
 
 
@@ -95,5 +95,5 @@ def dropout(x: jax.Array, rate: float, *, train: bool, key: jax.Array | None) ->
 
 @register("activation")
 class ActivationLayerImpl(Layer[ActivationLayer]):
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         return activation(self.spec.fn)(inputs[0]), state

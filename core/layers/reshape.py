@@ -13,7 +13,7 @@ from core.spec.layers import Add, Concat, Flatten, Reshape, Slice
 
 @register("flatten")
 class FlattenLayer(Layer[Flatten]):
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         x = inputs[0]
         return x.reshape(x.shape[0], -1), state
 
@@ -35,7 +35,7 @@ class ReshapeLayer(Layer[Reshape]):
                 f"into {target}"
             )
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         x = inputs[0]
         return x.reshape(x.shape[0], *self.spec.shape), state
 
@@ -53,7 +53,7 @@ class SliceLayer(Layer[Slice]):
                 f"[{self.spec.start}:{self.spec.stop}] of a last axis of size {shape[-1]} is empty"
             )
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         return inputs[0][..., self.spec.start : self.spec.stop], state
 
 
@@ -76,7 +76,7 @@ class ConcatLayer(Layer[Concat]):
                     f"inputs must match on every axis except {self.spec.axis}; got shapes {shapes}"
                 )
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         axis = self.spec.axis
         # Per-example axis → batched axis: non-negative axes shift past the batch dimension.
         return jnp.concatenate(inputs, axis=axis + 1 if axis >= 0 else axis), state
@@ -91,7 +91,7 @@ class AddLayer(Layer[Add]):
             shapes = ", ".join(str(list(s)) for s in in_shapes)
             raise ShapeMismatch(f"inputs must all have the same shape; got {shapes}")
 
-    def apply(self, params, state, inputs, *, train, key):  # type: ignore[no-untyped-def]
+    def apply(self, params, state, inputs, *, train, key):
         total = inputs[0]
         for x in inputs[1:]:
             total = total + x

@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from core.spec.base import Activation, Initializer, PositiveInt, StrictModel
+from core.spec.base import (
+    Activation,
+    Initializer,
+    NamedInit,
+    PositiveInt,
+    StrictModel,
+    UniformInit,
+)
 
 
 def _square(value: object) -> object:
@@ -31,32 +38,32 @@ class Dense(LayerBase):
     units: PositiveInt
     activation: Activation | None = None
     use_bias: bool = True
-    kernel_init: Initializer = "glorot_uniform"  # type: ignore[assignment]
-    bias_init: Initializer = "zeros"  # type: ignore[assignment]
+    kernel_init: Initializer = NamedInit(type="glorot_uniform")
+    bias_init: Initializer = NamedInit(type="zeros")
 
 
 class Conv2D(LayerBase):
     type: Literal["conv2d"]
     filters: PositiveInt
     kernel_size: Pair
-    strides: Pair = 1
+    strides: Pair = [1, 1]  # noqa: RUF012  (pydantic copies defaults)
     padding: Literal["same", "valid"] = "same"
     activation: Activation | None = None
     use_bias: bool = True
-    kernel_init: Initializer = "glorot_uniform"  # type: ignore[assignment]
-    bias_init: Initializer = "zeros"  # type: ignore[assignment]
+    kernel_init: Initializer = NamedInit(type="glorot_uniform")
+    bias_init: Initializer = NamedInit(type="zeros")
 
 
 class MaxPool2D(LayerBase):
     type: Literal["max_pool2d"]
-    pool_size: Pair = 2
+    pool_size: Pair = [2, 2]  # noqa: RUF012
     strides: Pair | None = None  # None means "= pool_size", Keras' default
     padding: Literal["same", "valid"] = "valid"
 
 
 class AvgPool2D(LayerBase):
     type: Literal["avg_pool2d"]
-    pool_size: Pair = 2
+    pool_size: Pair = [2, 2]  # noqa: RUF012
     strides: Pair | None = None
     padding: Literal["same", "valid"] = "valid"
 
@@ -100,7 +107,7 @@ class Embedding(LayerBase):
     type: Literal["embedding"]
     vocab_size: PositiveInt
     dim: PositiveInt
-    embeddings_init: Initializer = {"type": "uniform", "low": -0.05, "high": 0.05}  # type: ignore[assignment]
+    embeddings_init: Initializer = UniformInit(type="uniform", low=-0.05, high=0.05)
 
 
 class Recurrent(LayerBase):

@@ -44,7 +44,7 @@ def _strip_union_tags(loc: Loc, data: Any) -> Loc:
     `type` equals it and which has no key of that name.
     """
     cleaned: list[str | int] = []
-    node = data
+    node: Any = data
     for part in loc:
         if node is not None and not isinstance(node, dict | list):
             break  # the request held a scalar here: deeper parts are union tags or expansions
@@ -58,7 +58,7 @@ def _strip_union_tags(loc: Loc, data: Any) -> Loc:
             continue
         cleaned.append(part)
         try:
-            node = node[part]
+            node = node[part]  # type: ignore[index]
         except (KeyError, IndexError, TypeError):
             node = None
     return tuple(cleaned)
@@ -154,7 +154,8 @@ def _graph_references(spec: JobSpec, names: dict[str, int]) -> list[ErrorItem]:
 def _cycles(spec: JobSpec) -> list[ErrorItem]:
     """Depth-first search; reports the first cycle found with its path."""
     graph = {
-        n.name: [s for s in (n.inputs or []) if s != GRAPH_INPUT] for n in spec.model.all_layers
+        str(n.name): [s for s in (n.inputs or []) if s != GRAPH_INPUT]
+        for n in spec.model.all_layers
     }
     index = {n.name: i for i, n in enumerate(spec.model.all_layers)}
     state: dict[str, str] = {}

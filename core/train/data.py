@@ -29,12 +29,14 @@ def split_validation(
                 f"training examples have {list(dataset.info.input_shape)}",
             )
         return dataset, validation_data
+    split = spec.validation.split
+    assert split is not None  # Validation enforces exactly one of split / dataset
     n = len(dataset.x)
-    held_out = max(1, round(n * spec.validation.split))
+    held_out = max(1, round(n * split))
     if held_out >= n:
         raise SpecError.at(
             ("validation", "split"),
-            f"a split of {spec.validation.split} leaves no training examples out of {n}",
+            f"a split of {split} leaves no training examples out of {n}",
         )
     order = np.random.default_rng(spec.training.seed).permutation(n)
     val_idx, train_idx = np.sort(order[:held_out]), np.sort(order[held_out:])

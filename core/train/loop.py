@@ -281,7 +281,7 @@ def _seconds_per_step_guess(
     batching: Batching,
 ) -> float:
     """A cheap guess from XLA's FLOP count of one step (lowering only, no compilation)."""
-    one = make_chunk_fn(model, loss, {}, tx, batching, 1)
+    one: Any = make_chunk_fn(model, loss, {}, tx, batching, 1)
     key = jax.random.PRNGKey(0)
     cost = one.lower(
         state, x, y, key, jnp.arange(batching.num_examples), jnp.int32(0)

@@ -239,7 +239,7 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
     spec = parse_spec(digits_mlp())
     digits = load_builtin("digits")
     train_a, val_a = split_validation(spec, digits, None)
-    train_b, val_b = split_validation(spec, digits, None)
+    _train_b, val_b = split_validation(spec, digits, None)
     assert val_a is not None and val_b is not None
     assert len(val_a.x) == round(0.1 * len(digits.x))
     assert len(train_a.x) + len(val_a.x) == len(digits.x)
