@@ -1,0 +1,1 @@
+"""Backprop's REST API: FastAPI routes over the database, queueing jobs for the workers."""

@@ -1,0 +1,69 @@
+"""All configuration: one pydantic-settings class, read from `BACKPROP_*` variables.
+
+Only this module reads the environment. Everything else receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BACKPROP_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".backprop"), description="datasets, checkpoints, models, SQLite, broker"
+    )
+    database_url: str | None = Field(None, description="default: SQLite in the data directory")
+    broker_url: str | None = Field(
+        None, description="default: a server-less broker in the data directory"
+    )
+    bootstrap_api_key: str | None = Field(
+        None, description="ensured for tenant 'default' at start-up"
+    )
+
+    max_upload_bytes: int = Field(1 << 30, description="uploads are cut off beyond this")
+    lease_seconds: float = Field(30.0, description="a running job's lease; renewed by heartbeats")
+    heartbeat_seconds: float = Field(5.0, description="how often a running job renews its lease")
+    max_attempts: int = Field(3, description="attempts before a job whose worker died fails")
+    reconcile_seconds: float = Field(5.0, description="how often expired leases are re-queued")
+    worker_name: str = Field(default_factory=socket.gethostname)
+    compilation_cache: bool = Field(True, description="keep compiled XLA programs in the data dir")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'backprop.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings; tests override the dependency instead of the environment."""
+    return Settings()

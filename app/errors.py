@@ -1,0 +1,33 @@
+"""Errors a user causes, answered in FastAPI's `{"detail": …}` shape."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from core.errors import DatasetError, SpecError
+
+DATASET_ERROR_STATUS = {
+    "invalid": status.HTTP_422_UNPROCESSABLE_CONTENT,
+    "too_large": status.HTTP_413_CONTENT_TOO_LARGE,
+    "unsupported_format": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+async def spec_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    detail = [{**e.as_dict(), "loc": ["body", *e.loc]} for e in exc.errors]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def dataset_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DatasetError)
+    code = DATASET_ERROR_STATUS.get(exc.kind, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    loc = ["body", "file"] + ([exc.where] if exc.where else [])
+    detail = [{"loc": loc, "msg": str(exc), "type": f"dataset_{exc.kind}"}]
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SpecError, spec_error)
+    app.add_exception_handler(DatasetError, dataset_error)

@@ -1,0 +1,46 @@
+"""`create_app(settings)` builds the FastAPI application; nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.auth import ensure_api_key
+from app.config import Settings, get_settings
+from app.db.engine import make_engine, make_sessionmaker, transaction
+from app.errors import install_error_handlers
+from app.queue import JobQueue
+from app.routers import datasets, health, jobs
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.queue = JobQueue(settings)
+        if settings.bootstrap_api_key:
+            with transaction(app.state.sessionmaker) as session:
+                ensure_api_key(session, settings.bootstrap_api_key)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Backprop",
+        version="1.0.0",
+        summary="Training as a service: JSON network specs in, trained JAX models out.",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    return app

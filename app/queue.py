@@ -1,0 +1,70 @@
+"""The Celery configuration shared by the API (which only sends) and the workers.
+
+Queues are explicit (`cpu`, `gpu`); a message carries only a job id, and the `jobs` row
+stays the truth, so a lost or duplicated message cannot run a job twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from app.config import Settings
+
+RUN_JOB_TASK = "backprop.run_job"
+RECONCILE_TASK = "backprop.reconcile"
+QUEUES = ("cpu", "gpu")
+# Longer than any job may run: a message redelivered while its job still runs finds the
+# row already claimed and is dropped, but redelivery should stay rare.
+VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.resolved_broker_url,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "cpu",
+        "task_create_missing_queues": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        "worker_hijack_root_logger": False,
+    }
+    if settings.uses_filesystem_broker:
+        folder = settings.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return config
+
+
+def make_celery(settings: Settings, name: str = "backprop") -> Celery:
+    celery = Celery(name)
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+class JobQueue:
+    """What the API needs of the broker: send a job id to a queue, and a health check."""
+
+    def __init__(self, settings: Settings):
+        self.celery = make_celery(settings, "backprop-api")
+
+    def send(self, job_id: str, queue: str) -> None:
+        self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+
+    def ping(self) -> None:
+        """Raise when the broker cannot be reached."""
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
