@@ -28,7 +28,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_queue(request: Request) -> JobQueue:
-    return request.app.state.queue  # type: ignore[no-any-return]
+    queue: JobQueue = request.app.state.queue
+    return queue
 
 
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
