@@ -22,6 +22,9 @@ from core.losses import check_output_shape
 from core.spec import GRAPH_INPUT, JobSpec, ModelSpec
 
 Params = dict[str, Any]
+# Shape checks trace with an abstract key: nothing runs, so checking a spec (in the API
+# process) never starts a device backend.
+ABSTRACT_KEY = jax.ShapeDtypeStruct((2,), jnp.uint32)
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,11 @@ def _apply_shape(
     layer: Layer[Any], params: Params, state: Params, in_shapes: Sequence[Shape]
 ) -> Shape:
     batch = [jax.ShapeDtypeStruct((2, *s), jnp.float32) for s in in_shapes]
-    key = jax.random.PRNGKey(0) if layer.uses_rng else None
-    out = jax.eval_shape(
-        lambda p, s, xs: layer.apply(p, s, xs, train=True, key=key)[0], params, state, batch
-    )
-    return tuple(out.shape[1:])
+
+    def output(p: Params, s: Params, xs: list[jax.Array], key: jax.Array) -> jax.Array:
+        return layer.apply(p, s, xs, train=True, key=key if layer.uses_rng else None)[0]
+
+    return tuple(jax.eval_shape(output, params, state, batch, ABSTRACT_KEY).shape[1:])
 
 
 def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
@@ -130,13 +133,14 @@ def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
     """
     model = Model(spec.model)
     shapes: dict[str, Shape] = {GRAPH_INPUT: tuple(info.input_shape)}
-    key = jax.random.PRNGKey(0)
     for node in model.nodes:
         layer = node.layer
         in_shapes = [shapes[s] for s in node.inputs]
         try:
             layer.check(in_shapes)
-            p, s = jax.eval_shape(lambda k, layer=layer, i=in_shapes: layer.init(k, i), key)
+            p, s = jax.eval_shape(
+                lambda k, layer=layer, i=in_shapes: layer.init(k, i), ABSTRACT_KEY
+            )
             shapes[layer.name] = _apply_shape(layer, p, s, in_shapes)
         except (ShapeMismatch, TypeError, ValueError) as exc:
             got = ", ".join(str(list(s)) for s in in_shapes)

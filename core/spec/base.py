@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from functools import partial
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -27,7 +28,20 @@ def as_typed_object(value: Any, scalar_key: str | None = None) -> Any:
     return value
 
 
-TypedObject = BeforeValidator(as_typed_object)
+def shorthand(*models: type[BaseModel], scalar_key: str | None = None) -> BeforeValidator:
+    """The validator that accepts a bare `type` name (or number) for a tagged object.
+
+    The JSON schema then documents the shorthand too, so API.md's own examples
+    (`"loss": "cross_entropy"`, `"learning_rate": 0.001`) match the published schema.
+    """
+    names = tuple(m.model_fields["type"].annotation.__args__[0] for m in models)  # type: ignore[union-attr]
+    accepted: Any = Union[Literal[names], Union[models]]  # noqa: UP007  (built at run time)
+    if scalar_key is not None:
+        accepted = Union[float, accepted]  # noqa: UP007
+    return BeforeValidator(
+        partial(as_typed_object, scalar_key=scalar_key), json_schema_input_type=accepted
+    )
+
 
 Activation = Literal[
     "relu", "sigmoid", "tanh", "gelu", "silu", "elu", "leaky_relu", "softmax", "linear"
@@ -59,7 +73,9 @@ class NormalInit(StrictModel):
 
 
 Initializer = Annotated[
-    NamedInit | UniformInit | NormalInit, Field(discriminator="type"), TypedObject
+    NamedInit | UniformInit | NormalInit,
+    Field(discriminator="type"),
+    shorthand(NamedInit, UniformInit, NormalInit),
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]

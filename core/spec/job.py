@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.spec.base import PositiveInt, StrictModel, TypedObject
+from core.spec.base import PositiveInt, StrictModel, shorthand
 from core.spec.layers import LayerSpec
 from core.spec.optim import Adam, OptimizerSpec
 
@@ -77,7 +77,7 @@ class SSELoss(StrictModel):
 LossSpec = Annotated[
     CrossEntropyLoss | BinaryCrossEntropyLoss | MSELoss | SSELoss,
     Field(discriminator="type"),
-    TypedObject,
+    shorthand(CrossEntropyLoss, BinaryCrossEntropyLoss, MSELoss, SSELoss),
 ]
 
 
@@ -95,7 +95,9 @@ class TopKAccuracyMetric(StrictModel):
 
 
 MetricSpec = Annotated[
-    AccuracyMetric | MAEMetric | TopKAccuracyMetric, Field(discriminator="type"), TypedObject
+    AccuracyMetric | MAEMetric | TopKAccuracyMetric,
+    Field(discriminator="type"),
+    shorthand(AccuracyMetric, MAEMetric, TopKAccuracyMetric),
 ]
 
 

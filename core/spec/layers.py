@@ -21,7 +21,11 @@ def _square(value: object) -> object:
     return [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-Pair = Annotated[list[PositiveInt], Field(min_length=2, max_length=2), BeforeValidator(_square)]
+Pair = Annotated[
+    list[PositiveInt],
+    Field(min_length=2, max_length=2),
+    BeforeValidator(_square, json_schema_input_type=PositiveInt | list[PositiveInt]),
+]
 LayerName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", max_length=64)]
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from core.spec.base import StrictModel, as_typed_object
+from core.spec.base import StrictModel, shorthand
 
 Rate = Annotated[float, Field(gt=0.0)]
 Steps = Annotated[int, Field(gt=0)]
@@ -55,7 +54,14 @@ class StepSchedule(StrictModel):
 Schedule = Annotated[
     ConstantSchedule | CosineSchedule | WarmupCosineSchedule | ExponentialSchedule | StepSchedule,
     Field(discriminator="type"),
-    BeforeValidator(partial(as_typed_object, scalar_key="value")),
+    shorthand(
+        ConstantSchedule,
+        CosineSchedule,
+        WarmupCosineSchedule,
+        ExponentialSchedule,
+        StepSchedule,
+        scalar_key="value",
+    ),
 ]
 
 
@@ -119,5 +125,5 @@ class Lion(OptimizerBase):
 OptimizerSpec = Annotated[
     SGD | Adam | AdamW | RMSProp | Adagrad | Lion,
     Field(discriminator="type"),
-    BeforeValidator(as_typed_object),
+    shorthand(SGD, Adam, AdamW, RMSProp, Adagrad, Lion),
 ]
