@@ -13,6 +13,9 @@ DATASET_ERROR_STATUS = {
     "unsupported_format": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
 
+# `where` values of DatasetError that name a form field of the upload rather than the file.
+UPLOAD_FORM_FIELDS = {"format", "task", "target", "image_size"}
+
 
 async def spec_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
@@ -23,7 +26,10 @@ async def spec_error(request: Request, exc: Exception) -> JSONResponse:
 async def dataset_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DatasetError)
     code = DATASET_ERROR_STATUS.get(exc.kind, status.HTTP_422_UNPROCESSABLE_CONTENT)
-    loc = ["body", "file"] + ([exc.where] if exc.where else [])
+    if exc.where in UPLOAD_FORM_FIELDS:
+        loc = ["body", exc.where]  # the form field at fault, not the file
+    else:
+        loc = ["body", "file"] + ([exc.where] if exc.where else [])
     detail = [{"loc": loc, "msg": str(exc), "type": f"dataset_{exc.kind}"}]
     return JSONResponse({"detail": detail}, status_code=code)
 

@@ -1,0 +1,164 @@
+"""What the jobs API shows: the Job body of API.md, job lists and metric series."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import Page, PageQuery
+from core.spec import JobSpec
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+ErrorCode = Literal[
+    "invalid_spec", "non_finite_loss", "out_of_memory", "timeout", "worker_lost", "internal"
+]
+
+# API.md's digits CNN: the example body of `POST /v1/jobs`.
+DIGITS_CNN_SPEC: dict[str, Any] = {
+    "name": "digits-cnn",
+    "dataset": "builtin:digits",
+    "validation": {"split": 0.1},
+    "model": {
+        "layers": [
+            {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
+            {"type": "max_pool2d", "pool_size": 2},
+            {"type": "flatten"},
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dropout", "rate": 0.2},
+            {"type": "dense", "units": 10},
+        ]
+    },
+    "loss": "cross_entropy",
+    "metrics": ["accuracy"],
+    "optimizer": {"type": "adam", "learning_rate": 0.001},
+    "training": {
+        "epochs": 20,
+        "batch_size": 64,
+        "shuffle": True,
+        "seed": 0,
+        "early_stopping": {"monitor": "val_loss", "patience": 3},
+    },
+    "device": "auto",
+}
+
+_JOB_EXAMPLE: dict[str, Any] = {
+    "id": "5f0c6a1e-4d43-4a8e-9a53-2f6f0e8f1c2d",
+    "name": "digits-cnn",
+    "status": "running",
+    "attempt": 1,
+    "dataset": "builtin:digits",
+    "device": "cpu",
+    "worker": "host-1",
+    "created_at": "2025-01-01T12:00:00Z",
+    "started_at": "2025-01-01T12:00:01Z",
+    "finished_at": None,
+    "queue_position": None,
+    "progress": {"epoch": 3, "epochs": 20, "step": 72, "steps": 480, "fraction": 0.15},
+    "eta_seconds": 12.5,
+    "summary": None,
+    "error": None,
+    "spec": DIGITS_CNN_SPEC,
+}
+
+
+class JobProgress(BaseModel):
+    """How far a running job is; `epoch` is 0-based and equals `epochs` when done."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    fraction: float = Field(description="step / steps, in [0, 1]")
+
+
+class JobErrorPublic(BaseModel):
+    """Why a job failed; `epoch` and `step` say where, when known."""
+
+    code: ErrorCode | str
+    message: str
+    epoch: int | None = None
+    step: int | None = None
+
+
+class JobPublic(BaseModel):
+    """A training job (API.md, "Job body")."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_JOB_EXAMPLE]})
+
+    id: str
+    name: str
+    status: JobStatus
+    attempt: int = Field(description="1, plus one for every time a lost worker re-queued it")
+    dataset: str = Field(description='"builtin:<name>" or an uploaded dataset id')
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        description="the spec's `device` until a worker claims the job, then the device it runs on"
+    )
+    worker: str | None = Field(description="the worker running (or that ran) the job")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue_position: int | None = Field(
+        description="1-based place among the queued jobs of its queue (all tenants, oldest "
+        "first); null unless queued"
+    )
+    progress: JobProgress | None
+    eta_seconds: float | None
+    summary: dict[str, Any] | None = Field(
+        description="final metrics: loss, accuracy, val_*, best_epoch, samples_per_second…"
+    )
+    error: JobErrorPublic | None
+    spec: JobSpec = Field(description="the submitted spec, with defaults filled in")
+
+
+class JobsPublic(Page[JobPublic]):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"data": [_JOB_EXAMPLE], "next_cursor": None}]}
+    )
+
+
+class JobsQuery(PageQuery):
+    """`GET /v1/jobs` filters, with `limit` and `cursor`."""
+
+    status: JobStatus | None = Field(None, description="only jobs in this status")
+    name: str | None = Field(None, description="only jobs with exactly this name")
+
+
+class MetricSeriesPublic(BaseModel):
+    """One metric as parallel arrays, ordered by step."""
+
+    name: str
+    step: list[int]
+    epoch: list[int]
+    value: list[float | None] = Field(description="null where the value was not finite")
+    time: list[datetime]
+
+
+class JobMetricsPublic(BaseModel):
+    """A job's metric series, sorted by name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": _JOB_EXAMPLE["id"],
+                    "series": [
+                        {
+                            "name": "loss",
+                            "step": [10, 20],
+                            "epoch": [0, 0],
+                            "value": [2.1, 1.7],
+                            "time": ["2025-01-01T12:00:02Z", "2025-01-01T12:00:03Z"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    job_id: str
+    series: list[MetricSeriesPublic]

@@ -1,0 +1,336 @@
+"""Jobs: submit (validate, route, enqueue after the commit), read, list, cancel, model file.
+
+The API only creates jobs and reads what workers write (status, progress, summary, error,
+model_path); the one column it changes afterwards is a cancellation. Every DB access runs
+in its own short `session.begin()` block: on SQLite each transaction holds the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import jax
+import jax.numpy as jnp
+from fastapi import HTTPException, status
+from safetensors import safe_open
+from sqlalchemy import CursorResult, case, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db.models import Job, Worker
+from app.db.types import UTCDateTime, new_id, utcnow
+from app.pagination import newest_first_page
+from app.queue import JobQueue
+from app.schemas.jobs import TERMINAL_STATUSES, JobPublic, JobsPublic, JobsQuery
+from app.services import dataset_store
+from core.data import BUILDERS, DatasetInfo
+from core.errors import SpecError
+from core.model import Model, check_shapes
+from core.spec import JobSpec, parse_spec
+
+log = logging.getLogger(__name__)
+
+# A GPU worker counts as available for `device: auto` when it reported this recently.
+GPU_WORKER_FRESH_SECONDS = 30
+ROUTING_RULE = (
+    "`device: gpu` goes to the `gpu` queue (it waits for a GPU worker), `cpu` to the `cpu` "
+    "queue. `auto` goes to `gpu` only when more GPU workers are idle (seen in the last "
+    f"{GPU_WORKER_FRESH_SECONDS} s, running nothing) than `gpu` jobs are already queued; "
+    "otherwise to `cpu`. The choice is made once, at submission."
+)
+
+
+def find_job(session: Session, tenant_id: str, job_id: str) -> Job | None:
+    """The tenant's job with this id; another tenant's job is None, like a missing one."""
+    with session.begin():
+        return session.scalars(
+            select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
+        ).first()
+
+
+def submit_job(
+    session: Session,
+    queue: JobQueue,
+    settings: Settings,
+    tenant_id: str,
+    body: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> tuple[JobPublic, bool]:
+    """Validate a JobSpec fully, store the job as queued, then send it to its queue.
+
+    Returns the job and whether it was created (False: an earlier job with the same
+    `idempotency_key`). Raises `SpecError` (422) for anything that would stop it running.
+    """
+    if idempotency_key and (earlier := _by_idempotency_key(session, tenant_id, idempotency_key)):
+        return job_public(session, earlier), False
+    spec = parse_spec(body)
+    info = _check_datasets(session, tenant_id, spec)
+    check_shapes(spec, info)
+    if spec.init_from is not None:
+        _check_init_from(session, settings, tenant_id, spec, info)
+    job_id = new_id()
+    job = Job(
+        id=job_id,
+        tenant_id=tenant_id,
+        name=spec.name or f"{info.name}-{job_id[:8]}",
+        status="queued",
+        attempt=1,
+        max_attempts=settings.max_attempts,
+        dataset=spec.dataset,
+        dataset_id=_uploaded_id(spec.dataset),
+        validation_dataset_id=_uploaded_id(spec.validation.dataset if spec.validation else None),
+        device=spec.device,
+        spec=spec.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        created_at=utcnow(),
+    )
+    try:
+        with session.begin():
+            job.queue = route_device(session, spec.device)
+            session.add(job)
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer with its job.
+        earlier = _by_idempotency_key(session, tenant_id, idempotency_key or "")
+        if earlier is None:
+            raise
+        return job_public(session, earlier), False
+    _send(queue, job)
+    return job_public(session, job), True
+
+
+def route_device(session: Session, device: str) -> str:
+    """The queue (`cpu` | `gpu`) for a spec's `device`; see `ROUTING_RULE`."""
+    if device != "auto":
+        return device
+    fresh_since = utcnow() - timedelta(seconds=GPU_WORKER_FRESH_SECONDS)
+    idle_gpu_workers = session.scalar(
+        select(func.count())
+        .select_from(Worker)
+        .where(
+            Worker.has_gpu.is_(True),
+            Worker.last_seen >= fresh_since,
+            Worker.running_job_id.is_(None),
+        )
+    )
+    waiting_gpu_jobs = session.scalar(
+        select(func.count()).select_from(Job).where(Job.queue == "gpu", Job.status == "queued")
+    )
+    return "gpu" if (idle_gpu_workers or 0) > (waiting_gpu_jobs or 0) else "cpu"
+
+
+def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
+    """The tenant's jobs, newest first, one page of at most `query.limit`."""
+    statement = select(Job).where(Job.tenant_id == tenant_id)
+    if query.status is not None:
+        statement = statement.where(Job.status == query.status)
+    if query.name is not None:
+        statement = statement.where(Job.name == query.name)
+    with session.begin():
+        page, next_cursor = newest_first_page(
+            session,
+            statement,
+            created_at=Job.created_at,
+            id=Job.id,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+        positions = _queue_positions(session, page)
+    return JobsPublic(
+        data=[_to_public(job, positions.get(job.id)) for job in page], next_cursor=next_cursor
+    )
+
+
+def job_public(session: Session, job: Job) -> JobPublic:
+    """The Job body of API.md, with the job's current place in its queue."""
+    with session.begin():
+        positions = _queue_positions(session, [job])
+    return _to_public(job, positions.get(job.id))
+
+
+def cancel_job(session: Session, job: Job) -> JobPublic:
+    """Cancel a queued job at once, or ask a running one to stop (its worker checks within 2 s).
+
+    One conditional UPDATE decides, so a worker claiming the job at the same moment either
+    finds it cancelled or sees `cancel_requested`. Raises 409 for a finished job.
+    """
+    now = utcnow()
+    was_queued = Job.status == "queued"
+    with session.begin():
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status.in_(("queued", "running")))
+            .values(
+                status=case((was_queued, "cancelled"), else_=Job.status),
+                finished_at=case((was_queued, literal(now, UTCDateTime)), else_=Job.finished_at),
+                cancel_requested=True,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        changed = cast(CursorResult[Any], result).rowcount
+        session.refresh(job)
+    if not changed:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"job {job.id} has already finished (status: {job.status})"
+        )
+    return job_public(session, job)
+
+
+def model_file(settings: Settings, job: Job) -> Path:
+    """The path of the job's `.safetensors` model; 404 until the worker has written one."""
+    if job.model_path is None:
+        hint = "it is written when the job succeeds" if job.status not in TERMINAL_STATUSES else ""
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"job {job.id} has no model (status: {job.status}){'; ' + hint if hint else ''}",
+        )
+    path = settings.data_dir / job.model_path
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the model file of job {job.id} is missing")
+    return path
+
+
+def download_name(job: Job) -> str:
+    """The job's name made safe as a file name (the id when nothing is left of it)."""
+    return re.sub(r"[^\w.-]+", "_", job.name).strip("._") or job.id
+
+
+def _to_public(job: Job, queue_position: int | None) -> JobPublic:
+    return JobPublic.model_validate(
+        {
+            "id": job.id,
+            "name": job.name,
+            "status": job.status,
+            "attempt": job.attempt,
+            "dataset": job.dataset,
+            "device": job.device,
+            "worker": job.worker,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "queue_position": queue_position,
+            "progress": job.progress,
+            "eta_seconds": job.eta_seconds,
+            "summary": job.summary,
+            "error": job.error,
+            "spec": job.spec,
+        }
+    )
+
+
+def _queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
+    """1-based places of the queued ones among `jobs`, oldest first per queue, all tenants."""
+    queued = [job.id for job in jobs if job.status == "queued"]
+    if not queued:
+        return {}
+    order = func.row_number().over(partition_by=Job.queue, order_by=(Job.created_at, Job.id))
+    ranked = select(Job.id, order.label("position")).where(Job.status == "queued").subquery()
+    rows = session.execute(
+        select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(queued))
+    ).all()
+    return {job_id: int(position) for job_id, position in rows}
+
+
+def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
+    with session.begin():
+        return session.scalars(
+            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+        ).first()
+
+
+def _send(queue: JobQueue, job: Job) -> None:
+    try:
+        queue.send(job.id, job.queue)
+    except Exception:  # the row is the truth: the reconciler re-sends queued jobs
+        log.warning("job %s: sending to queue %r failed", job.id, job.queue, exc_info=True)
+
+
+def _uploaded_id(ref: str | None) -> str | None:
+    return None if ref is None or ref.startswith(dataset_store.BUILTIN_PREFIX) else ref
+
+
+def _check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
+    """The training dataset's info; 422 for a dataset (or validation dataset) not found."""
+    with session.begin():
+        info = _dataset_info(session, tenant_id, spec.dataset, ("dataset",))
+        if spec.validation is None or spec.validation.dataset is None:
+            return info
+        loc = ("validation", "dataset")
+        held_out = _dataset_info(session, tenant_id, spec.validation.dataset, loc)
+    for what in ("input_shape", "target_shape"):
+        if getattr(held_out, what) != getattr(info, what):
+            raise SpecError.at(
+                loc,
+                f"the validation dataset's {what} is {list(getattr(held_out, what))} but the "
+                f"training dataset's is {list(getattr(info, what))}; they must match",
+            )
+    return info
+
+
+def _dataset_info(session: Session, tenant_id: str, ref: str, loc: tuple[str, ...]) -> DatasetInfo:
+    info = dataset_store.dataset_info(session, tenant_id, ref)
+    if info is None:
+        builtins = ", ".join(dataset_store.BUILTIN_PREFIX + name for name in BUILDERS)
+        raise SpecError.at(
+            loc,
+            f"no dataset {ref!r}: give the id of a dataset you uploaded "
+            f"(GET /v1/datasets) or a built-in one ({builtins})",
+        )
+    return info
+
+
+def _check_init_from(
+    session: Session, settings: Settings, tenant_id: str, spec: JobSpec, info: DatasetInfo
+) -> None:
+    """`init_from.job` is the tenant's job with a model whose tensors fit this spec's model."""
+    assert spec.init_from is not None
+    loc = ("init_from", "job")
+    source_id = spec.init_from.job
+    source = find_job(session, tenant_id, source_id)
+    if source is None:
+        raise SpecError.at(loc, f"no job {source_id!r}")
+    if source.model_path is None:
+        raise SpecError.at(
+            loc, f"job {source_id} has no trained model to start from (status: {source.status})"
+        )
+    try:
+        with safe_open(str(settings.data_dir / source.model_path), framework="numpy") as file:
+            have = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except Exception as exc:  # missing or damaged file: either way it cannot be used
+        raise SpecError.at(
+            loc, f"the model file of job {source_id} cannot be read: {exc}"
+        ) from None
+    problem = _shape_difference(have, _model_tensor_shapes(spec, info.input_shape))
+    if problem:
+        raise SpecError.at(loc, f"the model of job {source_id} does not fit this spec: {problem}")
+
+
+def _model_tensor_shapes(spec: JobSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """`<layer>.<param>` → shape for the spec's parameters and state, traced, not computed."""
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    trees = jax.eval_shape(lambda k: Model(spec.model).init(k, tuple(input_shape)), key)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for tree in trees:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            shapes[jax.tree_util.keystr(path, simple=True, separator=".")] = tuple(leaf.shape)
+    return shapes
+
+
+def _shape_difference(
+    have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]
+) -> str | None:
+    for name in sorted(want.keys() | have.keys()):
+        if name not in have:
+            return f"tensor {name!r} (shape {list(want[name])}) is missing from it"
+        if name not in want:
+            return f"it has tensor {name!r}, which this spec's model lacks"
+        if have[name] != want[name]:
+            return (
+                f"tensor {name!r} has shape {list(have[name])}; this spec needs {list(want[name])}"
+            )
+    return None
