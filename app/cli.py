@@ -1,0 +1,184 @@
+"""`backprop`: start the service or its pieces, run migrations, create API keys.
+
+    backprop serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR]   embedded: API + one worker
+    backprop api [--host] [--port]                                     the API only
+    backprop worker [--queues cpu,gpu] [--concurrency N]               a worker only
+    backprop migrate                                                   apply database migrations
+    backprop keys create --tenant NAME                                 print a new API key
+
+Settings come from `BACKPROP_*` environment variables; `--data-dir` sets BACKPROP_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.config import Settings
+
+WORKER_STOP_SECONDS = 30  # a running job checkpoints and stops within this on Ctrl-C
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "data_dir", None):
+        # Exported, so the worker processes started from here see the same directory.
+        os.environ["BACKPROP_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    return Settings()
+
+
+def migrate(args: argparse.Namespace) -> None:
+    from app.db.migrate import upgrade_to_head
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url)
+    print(f"database at head: {_redacted(settings.resolved_database_url)}", file=sys.stderr)
+
+
+def keys_create(args: argparse.Namespace) -> None:
+    from app.auth import create_api_key
+    from app.db.engine import make_engine, make_sessionmaker, transaction
+
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as session:
+        key = create_api_key(session, args.tenant)
+    engine.dispose()
+    print(key)  # only the key on stdout, so scripts can capture it
+
+
+def api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings(args)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+
+
+def worker(args: argparse.Namespace) -> None:
+    _settings(args)
+    argv = [
+        sys.executable,
+        "-m",
+        "worker",
+        "--queues",
+        args.queues,
+        "--concurrency",
+        str(args.concurrency),
+    ]
+    os.execv(sys.executable, argv)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Embedded mode: migrations, a key for a new user, one worker process and the API."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings(args)
+    migrate(args)
+    _announce_key(settings)
+    queues = "cpu,gpu" if _has_gpu() else "cpu"
+    worker_process = subprocess.Popen([sys.executable, "-m", "worker", "--queues", queues])
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        _stop(worker_process)
+
+
+def _announce_key(settings: Settings) -> None:
+    """Make sure a new user has a key to paste into curl, and say where it is."""
+    from app.auth import create_api_key
+    from app.db.engine import make_engine, make_sessionmaker, transaction
+
+    if settings.bootstrap_api_key:
+        return  # create_app ensures it at start-up
+    key_file = settings.data_dir / "api_key"
+    if not key_file.exists():
+        engine = make_engine(settings.resolved_database_url)
+        with transaction(make_sessionmaker(engine)) as session:
+            key = create_api_key(session, "default")
+        engine.dispose()
+        key_file.touch(mode=0o600)
+        key_file.write_text(key + "\n")
+    key = key_file.read_text().strip()
+    print(f"API key (saved in {key_file}): {key}", flush=True)
+
+
+def _has_gpu() -> bool:
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return False
+    result = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm-stop the worker (SIGTERM lets a running job checkpoint), then kill it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _redacted(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backprop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument(
+            "--data-dir", help="data directory (default $BACKPROP_DATA_DIR or ./.backprop)"
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    for name, run, help in (
+        ("serve", serve, "embedded mode: the API and one worker"),
+        ("api", api, "the REST API"),
+    ):
+        sub = command(name, run, help)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+    work = command("worker", worker, "a Celery worker that trains jobs")
+    work.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
+    work.add_argument("--concurrency", type=int, default=1)
+    command("migrate", migrate, "apply the database migrations")
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create an API key and print it")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--data-dir")
+    create.set_defaults(run=keys_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
