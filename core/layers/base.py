@@ -35,7 +35,7 @@ class Layer(Generic[SpecT]):
     """
 
     num_inputs: ClassVar[int | None] = 1
-    uses_rng: ClassVar[bool] = False
+    uses_rng: bool = False
 
     def __init__(self, spec: SpecT):
         self.spec = spec
