@@ -12,13 +12,13 @@ from app.db.models import Job
 from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.schemas.common import error_responses
 from app.schemas.jobs import (
-    DIGITS_CNN_SPEC,
     JobMetricsPublic,
     JobPublic,
     JobsPublic,
     JobsQuery,
 )
 from app.services import jobs, metrics_query
+from core.spec.examples import DIGITS_CNN
 
 _JOB = "5f0c6a1e-4d43-4a8e-9a53-2f6f0e8f1c2d"
 # The `detail` of each error status, as the jobs API answers it.
@@ -77,7 +77,7 @@ JobSpecBody = Annotated[
         openapi_examples={
             "digits-cnn": {
                 "summary": "API.md's CNN on the built-in digits",
-                "value": DIGITS_CNN_SPEC,
+                "value": DIGITS_CNN,
             }
         }
     ),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.common import Page, PageQuery
 from core.spec import JobSpec
+from core.spec.examples import DIGITS_CNN
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
@@ -16,33 +17,6 @@ ErrorCode = Literal[
     "invalid_spec", "non_finite_loss", "out_of_memory", "timeout", "worker_lost", "internal"
 ]
 
-# API.md's digits CNN: the example body of `POST /v1/jobs`.
-DIGITS_CNN_SPEC: dict[str, Any] = {
-    "name": "digits-cnn",
-    "dataset": "builtin:digits",
-    "validation": {"split": 0.1},
-    "model": {
-        "layers": [
-            {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
-            {"type": "max_pool2d", "pool_size": 2},
-            {"type": "flatten"},
-            {"type": "dense", "units": 64, "activation": "relu"},
-            {"type": "dropout", "rate": 0.2},
-            {"type": "dense", "units": 10},
-        ]
-    },
-    "loss": "cross_entropy",
-    "metrics": ["accuracy"],
-    "optimizer": {"type": "adam", "learning_rate": 0.001},
-    "training": {
-        "epochs": 20,
-        "batch_size": 64,
-        "shuffle": True,
-        "seed": 0,
-        "early_stopping": {"monitor": "val_loss", "patience": 3},
-    },
-    "device": "auto",
-}
 
 _JOB_EXAMPLE: dict[str, Any] = {
     "id": "5f0c6a1e-4d43-4a8e-9a53-2f6f0e8f1c2d",
@@ -60,7 +34,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "eta_seconds": 12.5,
     "summary": None,
     "error": None,
-    "spec": DIGITS_CNN_SPEC,
+    "spec": DIGITS_CNN,
 }
 
 

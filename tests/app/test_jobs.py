@@ -22,35 +22,10 @@ from app.db.types import utcnow
 from app.services import jobs as jobs_service
 from app.services.metrics_query import downsample
 from core.spec import parse_spec
+from core.spec.examples import DIGITS_CNN
 
 Headers = dict[str, str]
 
-DIGITS_CNN: dict[str, Any] = {
-    "name": "digits-cnn",
-    "dataset": "builtin:digits",
-    "validation": {"split": 0.1},
-    "model": {
-        "layers": [
-            {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
-            {"type": "max_pool2d", "pool_size": 2},
-            {"type": "flatten"},
-            {"type": "dense", "units": 64, "activation": "relu"},
-            {"type": "dropout", "rate": 0.2},
-            {"type": "dense", "units": 10},
-        ]
-    },
-    "loss": "cross_entropy",
-    "metrics": ["accuracy"],
-    "optimizer": {"type": "adam", "learning_rate": 0.001},
-    "training": {
-        "epochs": 20,
-        "batch_size": 64,
-        "shuffle": True,
-        "seed": 0,
-        "early_stopping": {"monitor": "val_loss", "patience": 3},
-    },
-    "device": "auto",
-}
 
 # A small MLP on iris ([4] features, 3 classes): tensors dense_0.{kernel [4, 8], bias [8]}
 # and dense_1.{kernel [8, 3], bias [3]}.
