@@ -87,6 +87,9 @@ def serve(args: argparse.Namespace) -> None:
     _announce_key(settings)
     queues = "cpu,gpu" if _has_gpu() else "cpu"
     worker_process = subprocess.Popen([sys.executable, "-m", "worker", "--queues", queues])
+    # uvicorn re-raises the signal that stopped it once it has shut down; for SIGTERM the
+    # default action would kill this process before `finally` stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     finally:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
+import jax
 from fastapi import FastAPI
 
 from app.auth import ensure_api_key
@@ -13,10 +15,14 @@ from app.db.engine import make_engine, make_sessionmaker, transaction
 from app.errors import install_error_handlers
 from app.queue import JobQueue
 from app.routers import datasets, health, jobs
+from app.services.leases import reconcile_periodically
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # The API only traces specs abstractly; on a GPU host it must not start CUDA (and take
+    # the GPU's memory) in the web process. Workers train in their own processes.
+    jax.config.update("jax_platforms", "cpu")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,9 +33,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_api_key:
             with transaction(app.state.sessionmaker) as session:
                 ensure_api_key(session, settings.bootstrap_api_key)
+        # Re-queues jobs whose worker died and re-sends lost messages (app.services.leases).
+        reconciler = asyncio.create_task(
+            reconcile_periodically(
+                app.state.sessionmaker,
+                lambda job_id, queue: app.state.queue.send(job_id, queue),
+                settings,
+            )
+        )
         try:
             yield
         finally:
+            reconciler.cancel()
+            with suppress(asyncio.CancelledError):
+                await reconciler
             engine.dispose()
 
     app = FastAPI(

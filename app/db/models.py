@@ -116,6 +116,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the job's message was last sent (None: at creation). The reconciler re-sends a
+    # job queued for long while a worker of its queue sits idle: that message was lost.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Metric(Base):
@@ -159,3 +162,6 @@ class Worker(Base):
     has_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
     running_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Since when it has run nothing (None while it runs a job): a worker idle for long next
+    # to a long-queued job of its queue means that job's message was lost.
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

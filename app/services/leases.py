@@ -1,0 +1,305 @@
+"""Who runs a job: claims, leases, terminal writes and the reconciler's repairs.
+
+The `jobs` row is the truth and every change of hands is one conditional UPDATE, so two
+workers, a duplicated message and the reconciler can race freely: exactly one of them wins
+and the others see a row count of 0. A running job is owned by `(worker, attempt)`; every
+write a worker makes after its claim is conditional on still owning the job, so it never
+overwrites what the reconciler decided after the worker's lease ran out.
+
+No FastAPI or Celery here: the API's lifespan and the workers both call these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.engine import transaction
+from app.db.models import Job, Worker
+from app.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Jobs the reconciler handles per pass, so one pass stays a short transaction.
+RECONCILE_BATCH = 100
+
+SendJob = Callable[[str, str], None]  # (job id, queue)
+
+
+@dataclass(frozen=True)
+class Released:
+    """What became of a running job whose worker is gone."""
+
+    job_id: str
+    queue: str
+    status: str  # queued (to be sent again) | failed (worker_lost) | cancelled
+
+
+def owned(job_id: str, worker: str, attempt: int) -> list[ColumnElement[bool]]:
+    """The WHERE clause of every write a worker makes to a job it claimed."""
+    return [Job.id == job_id, Job.status == "running", Job.worker == worker, Job.attempt == attempt]
+
+
+def _rowcount(session: Session, statement: Any) -> int:
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return cast(CursorResult[Any], result).rowcount
+
+
+def claim_job(
+    session: Session, job_id: str, *, worker: str, device: str, now: datetime, lease_seconds: float
+) -> Job | None:
+    """Take a queued job: running, owned by `worker`, leased until now + lease_seconds.
+
+    Returns the claimed row, or None when it is not queued (already claimed, finished,
+    cancelled, or a duplicate message): the caller then drops the message.
+    """
+    claimed = _rowcount(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="running",
+            worker=worker,
+            device=device,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            eta_seconds=None,
+        ),
+    )
+    if not claimed:
+        return None
+    return session.scalars(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).one()
+
+
+def renew_lease(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    attempt: int,
+    now: datetime,
+    lease_seconds: float,
+) -> bool:
+    """Extend the lease of a job `worker` still owns; False means it was taken away."""
+    expires = now + timedelta(seconds=lease_seconds)
+    return update_owned_job(
+        session, job_id, worker=worker, attempt=attempt, lease_expires_at=expires
+    )
+
+
+def update_owned_job(
+    session: Session, job_id: str, *, worker: str, attempt: int, **values: Any
+) -> bool:
+    """Write `values` (progress, checkpoint…) to a job `worker` still owns."""
+    return bool(
+        _rowcount(session, update(Job).where(*owned(job_id, worker, attempt)).values(**values))
+    )
+
+
+def finish_job(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    attempt: int,
+    status: str,
+    now: datetime,
+    **values: Any,
+) -> bool:
+    """Give a job its terminal `status` (with summary, error, model_path… in `values`).
+
+    Returns False, writing nothing, when `worker` no longer owns the job: the reconciler
+    re-queued it, or another writer finished it first.
+    """
+    return update_owned_job(
+        session,
+        job_id,
+        worker=worker,
+        attempt=attempt,
+        status=status,
+        finished_at=now,
+        lease_expires_at=None,
+        **values,
+    )
+
+
+def release_lost_job(
+    session: Session,
+    job_id: str,
+    *,
+    now: datetime,
+    reason: str,
+    worker: str | None = None,
+    attempt: int | None = None,
+    lease_expired_before: datetime | None = None,
+) -> Released | None:
+    """A running job whose worker is gone: queued again with attempt + 1 if attempts remain,
+    else failed with `worker_lost`; cancelled instead when a cancel was asked for.
+
+    The update is conditional on what was read (owner, attempt, cancel flag, and an expired
+    lease when `lease_expired_before` is given), so a concurrent writer wins cleanly and
+    None is returned.
+    """
+    job = session.scalars(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).first()
+    if job is None or job.status != "running":
+        return None
+    if (worker is not None and job.worker != worker) or (
+        attempt is not None and job.attempt != attempt
+    ):
+        return None
+    conditions = [
+        Job.id == job_id,
+        Job.status == "running",
+        Job.worker.is_(None) if job.worker is None else Job.worker == job.worker,
+        Job.attempt == job.attempt,
+        Job.cancel_requested == job.cancel_requested,
+    ]
+    if lease_expired_before is not None:
+        conditions.append(Job.lease_expires_at < lease_expired_before)
+    values: dict[str, Any]
+    if job.cancel_requested:
+        values = {"status": "cancelled", "finished_at": now, "eta_seconds": None}
+    elif job.attempt >= job.max_attempts:
+        message = f"{reason}; that was attempt {job.attempt} of {job.max_attempts}"
+        progress = job.progress or {}
+        error = {
+            "code": "worker_lost",
+            "message": message,
+            "epoch": progress.get("epoch"),
+            "step": progress.get("step"),
+        }
+        values = {"status": "failed", "finished_at": now, "error": error, "eta_seconds": None}
+    else:
+        values = {
+            "status": "queued",
+            "attempt": job.attempt + 1,
+            "worker": None,
+            "enqueued_at": now,
+            "eta_seconds": None,
+        }
+    if not _rowcount(
+        session, update(Job).where(*conditions).values(lease_expires_at=None, **values)
+    ):
+        return None
+    log.warning("job %s (attempt %d): %s → %s", job_id, job.attempt, reason, values["status"])
+    return Released(job_id, job.queue, values["status"])
+
+
+def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
+    """Release every running job whose lease expired; returns the re-queued (id, queue)s,
+    which the caller sends to their queues after the commit."""
+    expired = session.scalars(
+        select(Job.id)
+        .where(Job.status == "running", Job.lease_expires_at < now)
+        .order_by(Job.lease_expires_at)
+        .limit(RECONCILE_BATCH)
+    ).all()
+    requeued = []
+    for job_id in expired:
+        released = release_lost_job(
+            session,
+            job_id,
+            now=now,
+            reason="its worker stopped renewing the lease",
+            lease_expired_before=now,
+        )
+        if released is not None and released.status == "queued":
+            requeued.append((released.job_id, released.queue))
+    return requeued
+
+
+def resend_lost_messages(
+    session: Session, now: datetime, *, waited_seconds: float, fresh_seconds: float
+) -> list[tuple[str, str]]:
+    """Queued jobs whose message was probably lost, marked as sent again now.
+
+    A job counts as lost when it has waited `waited_seconds` since it was last sent while a
+    worker of its queue, seen in the last `fresh_seconds`, has been idle for as long: with
+    a prefetch of one, an idle worker takes a waiting message within a broker poll. Sending
+    twice is harmless (claims are conditional), so erring towards re-sending is safe.
+    """
+    cutoff = now - timedelta(seconds=waited_seconds)
+    idle = session.scalars(
+        select(Worker).where(
+            Worker.running_job_id.is_(None),
+            Worker.last_seen >= now - timedelta(seconds=fresh_seconds),
+            Worker.idle_since <= cutoff,
+        )
+    ).all()
+    queues = sorted({queue for worker in idle for queue in worker.queues})
+    if not queues:
+        return []
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(
+            Job.status == "queued",
+            Job.queue.in_(queues),
+            func.coalesce(Job.enqueued_at, Job.created_at) <= cutoff,
+        )
+        .order_by(Job.created_at, Job.id)
+        .limit(RECONCILE_BATCH)
+    ).all()
+    lost = [(job_id, queue) for job_id, queue in rows]
+    if lost:
+        _rowcount(
+            session,
+            update(Job)
+            .where(Job.id.in_([job_id for job_id, _ in lost]), Job.status == "queued")
+            .values(enqueued_at=now),
+        )
+        log.warning("re-sending %d queued job(s) whose message looks lost", len(lost))
+    return lost
+
+
+def reconcile(
+    factory: sessionmaker[Session], send: SendJob, settings: Settings, now: datetime | None = None
+) -> list[tuple[str, str]]:
+    """One reconciler pass: release expired leases, find lost messages, then (after the
+    commit) send every job that is queued again. Returns what was sent."""
+    now = now or utcnow()
+    with transaction(factory) as session:
+        due = requeue_expired(session, now)
+        due += resend_lost_messages(
+            session,
+            now,
+            waited_seconds=settings.lease_seconds,
+            fresh_seconds=settings.lease_seconds,
+        )
+    for job_id, queue in due:
+        try:
+            send(job_id, queue)
+        except Exception:  # the next pass finds it again: it stays queued
+            log.warning("job %s: sending to queue %r failed", job_id, queue, exc_info=True)
+    return due
+
+
+async def reconcile_periodically(
+    factory: sessionmaker[Session], send: SendJob, settings: Settings
+) -> None:
+    """Run `reconcile` every `settings.reconcile_seconds` until cancelled.
+
+    The DB work runs in a thread; a cancel lets a pass in flight finish first, so the
+    engine is never disposed under it.
+    """
+    while True:
+        await asyncio.sleep(settings.reconcile_seconds)
+        work = asyncio.ensure_future(asyncio.to_thread(reconcile, factory, send, settings))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            raise
+        except Exception:
+            log.exception("reconciler pass failed; retrying in %.1f s", settings.reconcile_seconds)

@@ -1,0 +1,239 @@
+"""The `backprop.run_job` task called directly: each job trains in a real child process."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.engine import transaction
+from app.db.models import Artifact, Job, Metric, Worker
+from app.db.types import utcnow
+from core.export import import_model
+from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
+
+RunTask = Callable[[str], str]
+
+
+def _spec(**training: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(XOR_SPEC)
+    spec["training"].update(training)
+    return spec
+
+
+def _metrics(factory: sessionmaker[Session], job_id: str) -> list[Metric]:
+    with transaction(factory) as session:
+        return list(
+            session.scalars(
+                select(Metric).where(Metric.job_id == job_id).order_by(Metric.name, Metric.step)
+            )
+        )
+
+
+def _training_children() -> list[int]:
+    """Pids of this process's `worker.train_process` children (Linux /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, ValueError):
+            continue
+        if parent == os.getpid() and b"worker.train_process" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@contextmanager
+def _task_in_background(run_task: RunTask, job_id: str) -> Iterator[dict[str, str]]:
+    outcome: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run_task(job_id)))
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+
+
+def _training(factory: sessionmaker[Session], job_id: str) -> bool:
+    job = read_job(factory, job_id)
+    return job.status == "running" and (job.progress or {}).get("step", 0) > 0
+
+
+def test_trains_xor_end_to_end(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
+) -> None:
+    job_id = make_job(_spec(epochs=40))
+
+    assert run_task(job_id) == "finished"
+
+    job = read_job(factory, job_id)
+    assert job.status == "succeeded", job.error
+    assert (job.attempt, job.worker, job.device, job.error) == (1, "test-worker", "cpu", None)
+    assert job.started_at is not None and job.finished_at is not None
+    assert job.progress is not None and job.progress["fraction"] == 1.0
+    assert job.progress["epoch"] == job.progress["epochs"] == 40
+    assert job.summary is not None
+    assert job.summary["samples_per_second"] > 0
+    assert job.summary["accuracy"] == 1.0 and job.summary["stop_reason"] == "completed"
+    assert job.checkpoint_epoch == 40
+
+    points = _metrics(factory, job_id)
+    series: dict[str, list[Metric]] = {}
+    for point in points:
+        series.setdefault(point.name, []).append(point)
+    assert {"loss", "epoch_loss", "accuracy", "learning_rate"} <= series.keys()
+    assert [p.step for p in series["loss"]] == list(range(1, 41))  # one step per epoch
+    for name, rows in series.items():
+        steps, epochs = [p.step for p in rows], [p.epoch for p in rows]
+        assert steps == sorted(set(steps)), name
+        assert epochs == sorted(epochs), name
+
+    assert job.model_path == f"jobs/{job_id}/model.safetensors"
+    params, _state, spec = import_model(settings.data_dir / job.model_path)
+    assert params["dense_0"]["kernel"].shape == (2, 8)
+    assert spec.training.epochs == 40
+    with transaction(factory) as session:
+        artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
+        worker = session.get(Worker, "test-worker")
+    kinds = sorted(a.kind for a in artifacts)
+    assert kinds.count("model") == 1 and 1 <= kinds.count("checkpoint") <= 2
+    assert all((settings.data_dir / a.path).is_file() for a in artifacts)
+    assert worker is not None and worker.running_job_id is None and worker.idle_since is not None
+
+    # init_from: zero epochs only initialise, so the new model is exactly the first one.
+    follow_up = make_job({**_spec(epochs=0), "init_from": {"job": job_id}})
+    assert run_task(follow_up) == "finished"
+    copied = read_job(factory, follow_up)
+    assert copied.status == "succeeded", copied.error
+    assert copied.model_path is not None
+    copied_params, _, _ = import_model(settings.data_dir / copied.model_path)
+    for layer, tensors in params.items():
+        for name, array in tensors.items():
+            np.testing.assert_array_equal(copied_params[layer][name], array)
+
+
+def test_cancel_lands_within_two_seconds(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=100_000))
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(lambda: _training(factory, job_id), 60, what="training to start")
+        with transaction(factory) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.cancel_requested = True
+        asked = time.monotonic()
+        wait_for(lambda: read_job(factory, job_id).status != "running", 5, what="cancel")
+        assert time.monotonic() - asked < 2.0
+    assert outcome["result"] == "finished"  # the child stopped at a chunk boundary itself
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.error) == ("cancelled", 1, None)
+
+
+def test_cancel_kills_a_child_that_does_not_stop(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=100_000))
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(lambda: _training(factory, job_id), 60, what="training to start")
+        (child,) = _training_children()
+        os.kill(child, signal.SIGSTOP)  # stuck: e.g. inside one long compiled chunk
+        with transaction(factory) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.cancel_requested = True
+        asked = time.monotonic()
+        wait_for(lambda: read_job(factory, job_id).status != "running", 5, what="cancel")
+        assert time.monotonic() - asked < 2.0
+    assert outcome["result"] == "cancelled"
+    assert read_job(factory, job_id).status == "cancelled"
+
+
+def test_a_spec_that_does_not_fit_the_data_fails_without_retry(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    spec = _spec()
+    spec["model"]["layers"].insert(0, {"type": "conv2d", "filters": 4, "kernel_size": 3})
+    job_id = make_job(spec)
+
+    assert run_task(job_id) == "finished"
+
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt) == ("failed", 1)
+    assert job.error is not None and job.error["code"] == "invalid_spec"
+    assert "conv2d_0" in job.error["message"]
+
+
+def test_a_diverging_run_fails_with_non_finite_loss(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    layers = [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]
+    spec = {
+        "dataset": "builtin:sine",
+        "model": {"layers": layers},
+        "loss": "mse",
+        "optimizer": {"type": "sgd", "learning_rate": 1e6},
+        "training": {"epochs": 20, "batch_size": 32},
+        "device": "cpu",
+    }
+    job_id = make_job(spec)
+
+    assert run_task(job_id) == "finished"
+
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt) == ("failed", 1)
+    assert job.error is not None and job.error["code"] == "non_finite_loss"
+    assert job.error["epoch"] is not None and job.error["step"] >= 1
+    assert job.model_path is None
+
+
+def test_a_killed_child_is_requeued_and_resumes_from_its_checkpoint(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
+) -> None:
+    spec = _spec(epochs=400, checkpoint_every_epochs=20, log_every_steps=1)
+    job_id = make_job(spec)
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(
+            lambda: (read_job(factory, job_id).checkpoint_epoch or 0) >= 20,
+            60,
+            interval=0.005,
+            what="a checkpoint",
+        )
+        (child,) = _training_children()
+        os.kill(child, signal.SIGKILL)
+    assert outcome["result"] == "requeued"
+    first = read_job(factory, job_id)
+    assert (first.status, first.attempt, first.worker) == ("queued", 2, None)
+    checkpoints = sorted((settings.job_dir(job_id) / "checkpoints").glob("ckpt-*.npz"))
+    resumes_at = int(checkpoints[-1].stem.removeprefix("ckpt-"))  # epochs done
+    assert 20 <= (first.checkpoint_epoch or 0) <= resumes_at < 400
+    messages = list((settings.broker_dir / "queue").glob("*.cpu.msg"))
+    assert len(messages) == 1  # sent back to its queue
+    second_start = utcnow()
+
+    assert run_task(job_id) == "finished"
+
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt) == ("succeeded", 2), job.error
+    points = _metrics(factory, job_id)
+    rewritten = [p for p in points if p.time >= second_start]
+    assert min(p.epoch for p in rewritten) == resumes_at > 0  # the first epoch it ran again
+    losses = [p for p in points if p.name == "loss"]
+    assert [p.step for p in losses] == list(range(1, 401))  # no gaps, no duplicates
+    assert len({(p.name, p.step) for p in points}) == len(points)

@@ -1,0 +1,199 @@
+"""`JobRecorder`: the training loop's callbacks, written to the database in batches.
+
+Metric points are buffered and written together with the progress in one transaction
+about once a second (checked after every chunk and at every epoch end), at each
+checkpoint and at the end, never a round trip per step or per tiny epoch. Points are
+upserted on (job_id, name, step), so a resumed attempt that rewrites steps after its
+checkpoint replaces rows instead of duplicating them. A checkpoint is recorded (artifact
+row, `checkpoint_path`/`checkpoint_epoch`) only once `on_checkpoint` says it is durable.
+Every write is conditional on still owning the job; once it is not, the recorder asks the
+loop to stop and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.engine import transaction
+from app.db.models import Artifact, Job, Metric
+from app.db.types import utcnow
+from app.services.leases import owned, update_owned_job
+from core.train import Callbacks, MetricPoint, Progress
+from worker.db import upsert
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0  # metric and progress writes, at most this often within an epoch
+CANCEL_CHECK_SECONDS = 0.5  # cancel_requested is read at most this often
+
+
+def progress_body(progress: Progress) -> dict[str, Any]:
+    """The `progress` JSON of API.md's Job body."""
+    return {
+        "epoch": progress.epoch,
+        "epochs": progress.epochs,
+        "step": progress.step,
+        "steps": progress.steps,
+        "fraction": progress.fraction,
+    }
+
+
+class JobRecorder(Callbacks):
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        job_id: str,
+        *,
+        worker: str,
+        attempt: int,
+        data_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.factory = factory
+        self.job_id = job_id
+        self.worker = worker
+        self.attempt = attempt
+        self.data_dir = data_dir
+        self.clock = clock
+        self.progress: Progress | None = None
+        self.lost = False  # the job was taken away (lease expired, re-queued)
+        self.cancel_requested = False
+        self._pending: dict[tuple[str, int], dict[str, Any]] = {}
+        self._progress_dirty = False
+        self._last_flush = clock()
+        self._last_cancel_check = float("-inf")
+
+    # -- hooks called by core.train --------------------------------------------------
+
+    def on_metrics(self, points: list[MetricPoint]) -> None:
+        now = utcnow()
+        for point in points:
+            if not math.isfinite(point.value):  # SQL NULL in SQLite, and no use on a chart
+                continue
+            self._pending[(point.name, point.step)] = {
+                "job_id": self.job_id,
+                "name": point.name,
+                "step": point.step,
+                "epoch": point.epoch,
+                "value": point.value,
+                "time": now,
+            }
+
+    def on_progress(self, progress: Progress) -> None:
+        self.progress = progress
+        self._progress_dirty = True
+        self._flush_when_due()
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._flush_when_due()  # an epoch's metrics wait at most FLUSH_SECONDS
+
+    def on_checkpoint(self, path: str, epoch: int, step: int) -> None:
+        self.flush(checkpoint=(Path(path), epoch, step))
+
+    def should_stop(self) -> bool:
+        if self.lost or self.cancel_requested:
+            return True
+        if self.clock() - self._last_cancel_check < CANCEL_CHECK_SECONDS:
+            return False
+        self._last_cancel_check = self.clock()
+        try:
+            with transaction(self.factory) as session:
+                flag = session.scalar(
+                    select(Job.cancel_requested).where(
+                        *owned(self.job_id, self.worker, self.attempt)
+                    )
+                )
+        except SQLAlchemyError:
+            log.warning("could not read cancel_requested; will retry", exc_info=True)
+            return False
+        if flag is None:
+            self.lost = True
+        self.cancel_requested = bool(flag)
+        return self.lost or self.cancel_requested
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _flush_when_due(self) -> None:
+        if self.clock() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, checkpoint: tuple[Path, int, int] | None = None) -> None:
+        """Write buffered points, the latest progress and a new checkpoint in one transaction.
+
+        A database error keeps the buffer for the next flush (training goes on; the
+        checkpoint file itself is what a resume reads).
+        """
+        if self.lost or not (self._pending or self._progress_dirty or checkpoint):
+            return
+        try:
+            with transaction(self.factory) as session:
+                if not self._claim_write(session, checkpoint):
+                    self.lost = True
+                    log.warning("job %s is no longer ours; stopping", self.job_id)
+                    return
+                upsert(
+                    session,
+                    Metric,
+                    list(self._pending.values()),
+                    keys=["job_id", "name", "step"],
+                    update=["epoch", "value", "time"],
+                )
+                if checkpoint is not None:
+                    self._record_checkpoint(session, *checkpoint)
+        except SQLAlchemyError:
+            log.warning("job %s: could not write metrics; will retry", self.job_id, exc_info=True)
+            return
+        self._pending.clear()
+        self._progress_dirty = False
+        self._last_flush = self.clock()
+
+    def _claim_write(self, session: Session, checkpoint: tuple[Path, int, int] | None) -> bool:
+        """Write the job row's part (conditional on owning it); False when not ours."""
+        values: dict[str, Any] = {}
+        if self.progress is not None:
+            values["progress"] = progress_body(self.progress)
+            values["eta_seconds"] = self.progress.eta_seconds
+        if checkpoint is not None:
+            values["checkpoint_path"] = self.relative(checkpoint[0])
+            values["checkpoint_epoch"] = checkpoint[1]
+        if values:
+            return update_owned_job(
+                session, self.job_id, worker=self.worker, attempt=self.attempt, **values
+            )
+        mine = owned(self.job_id, self.worker, self.attempt)
+        return session.scalar(select(Job.id).where(*mine)) is not None
+
+    def _record_checkpoint(self, session: Session, path: Path, epoch: int, step: int) -> None:
+        session.add(
+            Artifact(
+                job_id=self.job_id,
+                kind="checkpoint",
+                path=self.relative(path),
+                epoch=epoch,
+                step=step,
+                size_bytes=path.stat().st_size,
+            )
+        )
+        # The engine keeps the newest few checkpoint files; forget the ones it pruned.
+        recorded = session.execute(
+            select(Artifact.id, Artifact.path).where(
+                Artifact.job_id == self.job_id, Artifact.kind == "checkpoint"
+            )
+        ).all()
+        gone = [row.id for row in recorded if not (self.data_dir / row.path).exists()]
+        if gone:
+            session.execute(delete(Artifact).where(Artifact.id.in_(gone)))
+
+    def relative(self, path: Path) -> str:
+        """A path under the data directory as stored in the DB: relative to it."""
+        return Path(os.path.relpath(path, self.data_dir)).as_posix()

@@ -1,0 +1,273 @@
+"""Run one job in a fresh training process and watch over it (the Celery side; no JAX).
+
+`supervise_job` claims the job, spawns `python -m worker.train_process`, and until the
+child exits: renews the lease every `heartbeat_seconds` (so a long compilation never loses
+it), keeps the slot's `workers` row fresh, and polls `cancel_requested`. The child stops
+cooperatively at its next chunk boundary; if it has not exited `CANCEL_GRACE_SECONDS`
+after the parent saw the request, the parent kills it, so a cancel lands within 2 s.
+The child writes the job's terminal state itself; a child that died without doing so
+(a signal, a crash) has its job re-queued with attempt + 1, or failed with `worker_lost`
+once attempts are used up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.engine import make_engine, make_sessionmaker, transaction
+from app.db.models import Job
+from app.db.types import utcnow
+from app.services.leases import claim_job, finish_job, owned, release_lost_job, renew_lease
+from worker.registry import WorkerIdentity, record_slot_job
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2  # how often cancel_requested and the child are checked
+# Counted from when the parent saw the request (at most POLL_SECONDS after it was made),
+# so a child that does not stop is killed at most 1.5 s after the request.
+CANCEL_GRACE_SECONDS = 1.3
+EXIT_GRACE_SECONDS = 2.0  # a child whose job was finished or taken away gets this long
+
+SendJob = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Ownership:
+    job_id: str
+    worker: str
+    attempt: int
+    queue: str
+
+
+def device_for_queue(queue: str) -> str:
+    """The device kind a job runs on: the `cpu` queue forces JAX onto the CPU."""
+    return "gpu" if queue == "gpu" else "cpu"
+
+
+def child_environment(queue: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if device_for_queue(queue) == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+    else:
+        env.pop("JAX_PLATFORMS", None)  # let JAX pick the GPU
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return env
+
+
+def spawn_training_process(settings: Settings, own: Ownership) -> subprocess.Popen[str]:
+    """Start the child and hand it the settings on stdin.
+
+    stdin then stays open: the child exits when it reads EOF, i.e. when this process dies,
+    so a killed Celery pool process never leaves a training process behind.
+    """
+    argv = [sys.executable, "-m", "worker.train_process", own.job_id]
+    argv += ["--worker", own.worker, "--attempt", str(own.attempt)]
+    child = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, env=child_environment(own.queue), text=True
+    )
+    assert child.stdin is not None
+    absolute = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    try:
+        child.stdin.write(absolute.model_dump_json() + "\n")
+        child.stdin.flush()
+    except BrokenPipeError:  # it died at start-up; the supervisor settles that like a crash
+        log.warning("job %s: the training process exited at start-up", own.job_id)
+    return child
+
+
+def supervise_job(
+    job_id: str, *, settings: Settings, identity: WorkerIdentity, send: SendJob
+) -> str:
+    """Claim `job_id` and run it to an end; returns what happened, for the log:
+    `not_queued` (nothing to do: duplicate or stale message), `finished` (the child wrote
+    the terminal state), `cancelled`, `requeued`, `failed` or `taken` (lost the lease)."""
+    engine = make_engine(settings.resolved_database_url)
+    factory = make_sessionmaker(engine)
+    slot = identity.current_slot_name()
+    try:
+        own = _claim(factory, settings, job_id, slot)
+        if own is None:
+            log.info("job %s is not queued; dropping the message", job_id)
+            return "not_queued"
+        log.info("job %s (attempt %d) claimed by %s", job_id, own.attempt, slot)
+        _record_slot(factory, identity, slot, job_id)
+        try:
+            outcome = _watch(factory, settings, identity, own, send)
+        finally:
+            _record_slot(factory, identity, slot, None)
+        log.info("job %s (attempt %d): %s", job_id, own.attempt, outcome)
+        return outcome
+    finally:
+        engine.dispose()
+
+
+def _claim(
+    factory: sessionmaker[Session], settings: Settings, job_id: str, slot: str
+) -> Ownership | None:
+    with transaction(factory) as session:
+        queue = session.scalar(select(Job.queue).where(Job.id == job_id, Job.status == "queued"))
+        if queue is None:
+            return None
+        job = claim_job(
+            session,
+            job_id,
+            worker=slot,
+            device=device_for_queue(queue),
+            now=utcnow(),
+            lease_seconds=settings.lease_seconds,
+        )
+        return None if job is None else Ownership(job.id, slot, job.attempt, job.queue)
+
+
+def _watch(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    identity: WorkerIdentity,
+    own: Ownership,
+    send: SendJob,
+) -> str:
+    child = spawn_training_process(settings, own)
+    cancel_seen: float | None = None
+    taken_at: float | None = None
+    next_heartbeat = time.monotonic() + settings.heartbeat_seconds
+    try:
+        while True:
+            try:
+                child.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            try:
+                state = _read_state(factory, own)
+                if state is not None and now >= next_heartbeat:
+                    _heartbeat(factory, settings, identity, own)
+                    next_heartbeat = now + settings.heartbeat_seconds
+            except SQLAlchemyError:  # a DB hiccup: the lease outlives a few missed polls
+                log.warning("job %s: database unreachable while supervising", own.job_id)
+                continue
+            if state is None:  # finished by the child, or re-queued by the reconciler
+                taken_at = taken_at or now
+                if now - taken_at >= EXIT_GRACE_SECONDS:
+                    _kill(child)
+                    break
+            elif state and cancel_seen is None:
+                cancel_seen = now
+            if cancel_seen is not None and now - cancel_seen >= CANCEL_GRACE_SECONDS:
+                log.warning(
+                    "job %s: still running %.1f s after a cancel; killing it",
+                    own.job_id,
+                    CANCEL_GRACE_SECONDS,
+                )
+                _kill(child)
+                break
+    finally:
+        _kill(child)
+        if child.stdin is not None:
+            with suppress(OSError):
+                child.stdin.close()
+    return _settle(factory, own, child.returncode, send)
+
+
+def _read_state(factory: sessionmaker[Session], own: Ownership) -> bool | None:
+    with transaction(factory) as session:
+        return _read_state_in(session, own)
+
+
+def _heartbeat(
+    factory: sessionmaker[Session], settings: Settings, identity: WorkerIdentity, own: Ownership
+) -> None:
+    with transaction(factory) as session:
+        now = utcnow()
+        renewed = renew_lease(
+            session,
+            own.job_id,
+            worker=own.worker,
+            attempt=own.attempt,
+            now=now,
+            lease_seconds=settings.lease_seconds,
+        )
+        record_slot_job(session, identity, own.worker, own.job_id if renewed else None, now)
+
+
+def _settle(
+    factory: sessionmaker[Session], own: Ownership, returncode: int | None, send: SendJob
+) -> str:
+    """After the child exited: nothing to do if it (or the reconciler) settled the job;
+    otherwise it died without reporting."""
+    with transaction(factory) as session:
+        state = _read_state_in(session, own)
+        if state is None:
+            job = session.get(Job, own.job_id)
+            if job is None or (job.worker, job.attempt) != (own.worker, own.attempt):
+                return "taken"
+            return "finished"
+        if state:
+            finish_job(
+                session,
+                own.job_id,
+                worker=own.worker,
+                attempt=own.attempt,
+                status="cancelled",
+                now=utcnow(),
+                eta_seconds=None,
+            )
+            return "cancelled"
+        released = release_lost_job(
+            session,
+            own.job_id,
+            worker=own.worker,
+            attempt=own.attempt,
+            now=utcnow(),
+            reason=f"the training process {_describe_exit(returncode)}",
+        )
+    if released is None:
+        return "taken"
+    if released.status == "queued":
+        try:
+            send(released.job_id, released.queue)
+        except Exception:  # the reconciler re-sends it: the row says queued
+            log.warning("job %s: re-sending failed", own.job_id, exc_info=True)
+        return "requeued"
+    return released.status
+
+
+def _read_state_in(session: Session, own: Ownership) -> bool | None:
+    """`cancel_requested` of a job we still own; None when we no longer own it."""
+    return session.scalar(
+        select(Job.cancel_requested).where(*owned(own.job_id, own.worker, own.attempt))
+    )
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode} without reporting a result"
+
+
+def _kill(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+
+
+def _record_slot(
+    factory: sessionmaker[Session], identity: WorkerIdentity, slot: str, job_id: str | None
+) -> None:
+    try:
+        with transaction(factory) as session:
+            record_slot_job(session, identity, slot, job_id, utcnow())
+    except SQLAlchemyError:  # the registry is a routing hint; the job row is the truth
+        log.warning("could not update worker slot %s", slot, exc_info=True)
