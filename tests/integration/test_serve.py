@@ -1,0 +1,36 @@
+"""`backprop serve` as a user runs it in a terminal: Ctrl-C stops the API and the worker
+cleanly, and a job that was running then is not lost."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from app.cli import WORKER_STOP_SECONDS
+from tests.integration.deployments import EmbeddedDeployment
+from tests.integration.processes import Processes
+from tests.integration.specs import LONG_DIGITS_MLP
+from tests.servers import wait_until
+
+JOB_SECONDS = 180
+
+
+def test_ctrl_c_stops_serve_and_a_running_job_finishes_after_a_restart(
+    processes: Processes, tmp_path: Path
+) -> None:
+    deployment = EmbeddedDeployment(processes, tmp_path)
+    try:
+        job_id = deployment.client.submit(LONG_DIGITS_MLP)["id"]
+        deployment.client.wait_for_progress(job_id, epoch=2, timeout=JOB_SECONDS)
+
+        serve = deployment.server
+        serve.signal_group(signal.SIGINT)  # what Ctrl-C does to the terminal's foreground group
+        assert serve.popen.wait(WORKER_STOP_SECONDS + 15) == 0, serve.log_tail()
+        wait_until(lambda: not serve.group_members(), 10, what="serve's processes to exit")
+        assert deployment.store.job(job_id)["status"] in ("queued", "running", "succeeded")
+
+        deployment.start_worker()  # `backprop serve` again, same data directory
+        job = deployment.client.wait_for_job(job_id, "succeeded", JOB_SECONDS)
+        assert job["summary"]["epochs_completed"] == LONG_DIGITS_MLP["training"]["epochs"]
+    finally:
+        deployment.close()
