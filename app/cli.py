@@ -86,7 +86,9 @@ def serve(args: argparse.Namespace) -> None:
     migrate(args)
     _announce_key(settings)
     queues = "cpu,gpu" if _has_gpu() else "cpu"
-    worker_process = subprocess.Popen([sys.executable, "-m", "worker", "--queues", queues])
+    worker_process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--queues", queues], preexec_fn=_stop_with_parent
+    )
     # uvicorn re-raises the signal that stopped it once it has shut down; for SIGTERM the
     # default action would kill this process before `finally` stops the worker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -113,6 +115,15 @@ def _announce_key(settings: Settings) -> None:
         key_file.write_text(key + "\n")
     key = key_file.read_text().strip()
     print(f"API key (saved in {key_file}): {key}", flush=True)
+
+
+def _stop_with_parent() -> None:
+    """In the worker child: get SIGTERM when `serve` dies, even by SIGKILL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _has_gpu() -> bool:
