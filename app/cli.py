@@ -22,7 +22,7 @@ from pathlib import Path
 
 from app.config import Settings
 
-WORKER_STOP_SECONDS = 30  # a running job checkpoints and stops within this on Ctrl-C
+WORKER_STOP_SECONDS = 30  # running jobs are handed back at once; this bounds the rest
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, current_app
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutdown, worker_shutting_down
 
 from app.config import Settings
 from app.queue import QUEUES, celery_config
+from worker.draining import clear_draining, mark_draining
 from worker.registry import SlotHeartbeat, WorkerIdentity, nvidia_gpu_visible
 from worker.tasks import register_tasks
 
@@ -85,7 +86,8 @@ def worker_argv(
 def start_worker(
     settings: Settings, queues: Sequence[str], concurrency: int = 1, loglevel: str = "INFO"
 ) -> None:
-    """Run a Celery worker in this process until it is stopped (SIGTERM / Ctrl-C).
+    """Run a Celery worker in this process until it is stopped (SIGTERM / Ctrl-C); running
+    jobs are then handed back to the queue (worker/draining.py).
 
     GPU workers let JAX allocate GPU memory as it needs it instead of 75% up front: the
     training processes inherit this environment.
@@ -95,4 +97,7 @@ def start_worker(
         if not nvidia_gpu_visible():
             log.warning("this worker consumes the gpu queue but `nvidia-smi -L` lists no GPU")
     celery = make_worker_celery(settings, queues, concurrency)
+    clear_draining(settings)
+    worker_shutting_down.connect(lambda **_: mark_draining(settings), weak=False)
+    worker_shutdown.connect(lambda **_: clear_draining(settings), weak=False)
     celery.worker_main(worker_argv(settings, queues, concurrency, loglevel))

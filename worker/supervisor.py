@@ -29,7 +29,15 @@ from app.config import Settings
 from app.db.engine import make_engine, make_sessionmaker, transaction
 from app.db.models import Job
 from app.db.types import utcnow
-from app.services.leases import claim_job, finish_job, owned, release_lost_job, renew_lease
+from app.services.leases import (
+    claim_job,
+    finish_job,
+    hand_back_job,
+    owned,
+    release_lost_job,
+    renew_lease,
+)
+from worker.draining import is_draining
 from worker.registry import WorkerIdentity, record_slot_job
 
 log = logging.getLogger(__name__)
@@ -92,7 +100,8 @@ def supervise_job(
 ) -> str:
     """Claim `job_id` and run it to an end; returns what happened, for the log:
     `not_queued` (nothing to do: duplicate or stale message), `finished` (the child wrote
-    the terminal state), `cancelled`, `requeued`, `failed` or `taken` (lost the lease)."""
+    the terminal state), `cancelled`, `requeued`, `failed`, `taken` (lost the lease) or
+    `handed_back` (this worker is shutting down)."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_sessionmaker(engine)
     slot = identity.current_slot_name()
@@ -141,6 +150,7 @@ def _watch(
     child = spawn_training_process(settings, own)
     cancel_seen: float | None = None
     taken_at: float | None = None
+    draining = False
     next_heartbeat = time.monotonic() + settings.heartbeat_seconds
     try:
         while True:
@@ -150,6 +160,10 @@ def _watch(
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            if is_draining(settings):
+                log.info("job %s: this worker is stopping; handing the job back", own.job_id)
+                draining = True
+                break
             try:
                 state = _read_state(factory, own)
                 if state is not None and now >= next_heartbeat:
@@ -178,7 +192,23 @@ def _watch(
         if child.stdin is not None:
             with suppress(OSError):
                 child.stdin.close()
+    if draining:
+        return _hand_back(factory, own, send)
     return _settle(factory, own, child.returncode, send)
+
+
+def _hand_back(factory: sessionmaker[Session], own: Ownership, send: SendJob) -> str:
+    with transaction(factory) as session:
+        released = hand_back_job(
+            session, own.job_id, worker=own.worker, attempt=own.attempt, now=utcnow()
+        )
+    if released is None:
+        return _settle(factory, own, None, send)  # it finished or was taken meanwhile
+    try:
+        send(released.job_id, released.queue)
+    except Exception:  # the reconciler re-sends it: the row says queued
+        log.warning("job %s: re-sending failed", own.job_id, exc_info=True)
+    return "handed_back"
 
 
 def _read_state(factory: sessionmaker[Session], own: Ownership) -> bool | None:

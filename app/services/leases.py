@@ -197,6 +197,27 @@ def release_lost_job(
     return Released(job_id, job.queue, values["status"])
 
 
+def hand_back_job(
+    session: Session, job_id: str, *, worker: str, attempt: int, now: datetime
+) -> Released | None:
+    """A job its worker gives up while shutting down: queued again with the same attempt
+    (a stop is not a failure), to resume from its last checkpoint on another worker."""
+    values = {
+        "status": "queued",
+        "worker": None,
+        "lease_expires_at": None,
+        "enqueued_at": now,
+        "eta_seconds": None,
+    }
+    queue = session.scalar(select(Job.queue).where(*owned(job_id, worker, attempt)))
+    if queue is None or not _rowcount(
+        session, update(Job).where(*owned(job_id, worker, attempt)).values(**values)
+    ):
+        return None
+    log.info("job %s (attempt %d): handed back by %s, which is stopping", job_id, attempt, worker)
+    return Released(job_id, queue, "queued")
+
+
 def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
     """Release every running job whose lease expired; returns the re-queued (id, queue)s,
     which the caller sends to their queues after the commit."""

@@ -21,6 +21,7 @@ from app.db.models import Artifact, Job, Metric, Worker
 from app.db.types import utcnow
 from core.export import import_model
 from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
+from worker.draining import drain_flag
 
 RunTask = Callable[[str], str]
 
@@ -163,6 +164,30 @@ def test_cancel_kills_a_child_that_does_not_stop(
         assert time.monotonic() - asked < 2.0
     assert outcome["result"] == "cancelled"
     assert read_job(factory, job_id).status == "cancelled"
+
+
+def test_a_stopping_worker_hands_its_job_back_with_the_same_attempt(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
+) -> None:
+    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=1))
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(lambda: _training(factory, job_id), 60, what="training to start")
+        wait_for(lambda: read_job(factory, job_id).checkpoint_epoch, 30, what="a checkpoint")
+        # What the Celery main process does when SIGTERM / Ctrl-C starts its warm shutdown;
+        # here the "main process" is the parent of the process running the task.
+        flag = drain_flag(settings, os.getppid())
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        try:
+            stopping = time.monotonic()
+            wait_for(lambda: read_job(factory, job_id).status != "running", 5, what="hand-back")
+            assert time.monotonic() - stopping < 2.0
+        finally:
+            flag.unlink()
+    assert outcome["result"] == "handed_back"
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.worker, job.error) == ("queued", 1, None, None)
+    assert not _training_children()
 
 
 def test_a_spec_that_does_not_fit_the_data_fails_without_retry(
