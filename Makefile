@@ -26,7 +26,7 @@ $(BIN)/.installed-service: pyproject.toml
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy core
+	$(BIN)/mypy core app worker
 
 # Everything under tests/: unit, API, worker, integration (real PostgreSQL, Redis and
 # Backprop processes) and the README walk-through.
