@@ -54,13 +54,14 @@ _DN_2D = ("NHWC", "HWIO", "NHWC")
 _DN_1D = ("NWC", "WIO", "NWC")
 _FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
-# Forward convs whose contraction (kh·kw·Cin) is this small are memory-bound: a fused
-# elementwise stencil (Σ of kh·kw·Cin broadcast multiply-adds, one pass that writes y)
-# beats both YNNPACK's direct conv and the 1-D form. Measured, 128 images (ms, stencil /
-# 1-D / direct): 28×28 1→32 3×3 0.95 / 3.9 / 2.5; 32×32 3→32 3×3 8.8 / 13.6 / 29.9;
-# 28×28 1→32 5×5 4.4 / 5.2 / 5.8.
-_STENCIL_MAX_TERMS = 27
-_SMALL = "stencil"
+# With one input channel the forward conv is memory-bound (it writes Cout values per
+# input value) and every im2col or 1-D form only adds traffic: YNNPACK's direct 2-D conv,
+# single-threaded as it is, is the fastest choice there (128×28×28×1 → 32, 3×3, relu:
+# direct 6.0 ms of CPU time vs 9.1 for the 1-D form). A fused elementwise stencil was
+# faster still in isolation (4.2) but inside the training loop XLA re-computes a fusible
+# conv output in every consumer (up to 16× per element in a 2×2 max-pool gradient) and
+# the step got 35% slower, so the conv output must come from a non-fusible op.
+_DIRECT_MAX_CIN = 1
 
 
 def conv2d(
@@ -161,10 +162,6 @@ def _out_size(spatial: Sequence[int], window: Sequence[int], strides: Strides, p
     )
 
 
-def _materialize(y: jax.Array) -> jax.Array:
-    return lax.optimization_barrier(y)
-
-
 def _conv1d(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -229,24 +226,8 @@ def _forward(x: jax.Array, kernel: jax.Array, strides: Strides, pads: Pads) -> j
     sh, sw = strides
     (ph0, ph1), (pw0, pw1) = pads
     out_h, out_w = _out_size((h, w), (kh, kw), strides, pads)
-    if kh * kw * cin <= _STENCIL_MAX_TERMS and _SMALL == "direct":
+    if cin <= _DIRECT_MAX_CIN:
         return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN_2D)
-    if kh * kw * cin <= _STENCIL_MAX_TERMS:
-        xp = jnp.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
-        terms = []
-        for a in range(kh):
-            for b in range(kw):
-                tap = lax.slice(
-                    xp,
-                    (0, a, b, 0),
-                    (n, a + (out_h - 1) * sh + 1, b + (out_w - 1) * sw + 1, cin),
-                    (1, sh, sw, 1),
-                )
-                terms.extend(tap[:, :, :, c : c + 1] * kernel[a, b, c] for c in range(cin))
-        # Materialise y: left fusible, XLA re-computes the whole stencil inside every
-        # consumer, e.g. 16 times per element in a 2×2 max-pool gradient (19 ms instead
-        # of 1 for the benchmark's first layer).
-        return _materialize(functools.reduce(jnp.add, terms))
     hp, wp = h + ph0 + ph1, w + pw0 + pw1
     # Fold the kh kernel rows into the contraction on whichever side is smaller: the
     # input (kh row-shifted copies of x) or the output (a 1-D conv with kh·Cout outputs

@@ -45,9 +45,9 @@ def run_both(x, k, strides, padding, seed=0):
 
 
 # (N, H, W, Cin), (kh, kw, Cout), strides, padding — chosen to reach every branch: the
-# stencil forward (kh·kw·Cin <= 27) and the row-im2col forward on the input or the output
-# side, the input gradient from either side, the kernel gradient as one dot or as a 1-D
-# conv; strides 1, 2, 3 and mixed; odd sizes; kernels 1×1, 3×3, 5×5, 2×4, 4×2.
+# direct forward (Cin = 1) and the row-im2col forward on the input or the output side,
+# the input gradient from either side, the kernel gradient as one dot or as a 1-D conv;
+# strides 1, 2, 3 and mixed; odd sizes; kernels 1×1, 3×3, 5×5, 2×4, 4×2.
 CASES = [
     ((2, 7, 9, 1), (3, 3, 4), (1, 1), "SAME"),
     ((2, 7, 9, 1), (3, 3, 4), (2, 2), "SAME"),
@@ -164,8 +164,26 @@ def test_gradient_wrt_kernel_only_and_input_only(x64):
     def r(x, k):
         return jnp.sum(jnp.sin(reference(x, k, 1, "SAME")))
 
-    np.testing.assert_allclose(jax.grad(f, 1)(x, k), jax.grad(r, 1)(x, k), rtol=1e-11)
-    np.testing.assert_allclose(jax.grad(f, 0)(x, k), jax.grad(r, 0)(x, k), rtol=1e-11)
+    for arg in (0, 1):
+        got = jax.jit(jax.grad(f, arg))(x, k)
+        np.testing.assert_allclose(got, jax.jit(jax.grad(r, arg))(x, k), rtol=1e-11)
+
+
+def test_second_order_reverse_mode_and_no_forward_mode(x64):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)))
+    k = jnp.asarray(rng.standard_normal((3, 3, 3, 4)))
+
+    def loss(conv):
+        return lambda k: jnp.sum(jnp.tanh(conv(x, k)) ** 2)
+
+    ours = loss(lambda x, k: conv2d(x, k))
+    ref = loss(lambda x, k: reference(x, k, 1, "SAME"))
+    hess = jax.jit(jax.jacrev(jax.grad(ours)))(k)
+    want = jax.jit(jax.jacrev(jax.grad(ref)))(k)
+    np.testing.assert_allclose(hess, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(ours, (k,), (k,))
 
 
 def test_other_dtypes_fall_back_to_lax():
@@ -197,7 +215,7 @@ def test_rejects_mixed_dtypes():
         conv2d(jnp.zeros((1, 4, 4, 1), jnp.float32), jnp.zeros((3, 3, 1, 1), jnp.bfloat16))
 
 
-def test_stencil_threshold_is_small():
-    # The elementwise stencil is only for memory-bound tiny contractions; the cases above
-    # cover both sides of the threshold.
-    assert 9 <= conv_module._STENCIL_MAX_TERMS < 5 * 5 * 5
+def test_direct_path_is_only_for_single_channel_inputs():
+    # YNNPACK's direct conv is single-threaded: only the memory-bound Cin = 1 case uses it
+    # (the cases above cover both sides).
+    assert conv_module._DIRECT_MAX_CIN == 1
