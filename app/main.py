@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Training as a service: JSON network specs in, trained JAX models out.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
