@@ -242,7 +242,7 @@ def pytorch(case: Case, data: Dataset, seconds: float) -> float | None:
             modules.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*modules)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.from_numpy(np.asarray(data.x))
+    x = torch.from_numpy(np.array(data.x))  # a writable copy, as torch wants
     if x.ndim == 4:
         x = x.permute(0, 3, 1, 2).contiguous()  # NCHW, PyTorch's native conv layout
     y = torch.from_numpy(np.asarray(data.y)).long()
