@@ -99,7 +99,7 @@ def conv2d(
         )
     if x.dtype != kernel.dtype:
         raise TypeError(f"conv2d: x is {x.dtype} but kernel is {kernel.dtype}")
-    strides_ = _pair(strides, "strides")
+    strides_ = as_pair(strides, "strides")
     pads = _resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides_)
     out_h, out_w = _out_size(x.shape[1:3], kernel.shape[:2], strides_, pads)
     if out_h <= 0 or out_w <= 0:
@@ -120,7 +120,8 @@ def _use_cpu_path(dtype: jnp.dtype) -> bool:
     return jax.default_backend() == "cpu" and jnp.dtype(dtype) in _FAST_DTYPES
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """`3` → (3, 3); a pair stays a pair; both entries must be ≥ 1 (windows, strides)."""
     if isinstance(value, int):
         pair = (value, value)
     else:

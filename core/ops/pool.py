@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from core.ops.conv import as_pair
+
 __all__ = ["avg_pool2d", "global_avg_pool2d", "max_pool2d"]
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -138,19 +140,6 @@ def _use_cpu_path(dtype: jnp.dtype) -> bool:
     return jax.default_backend() == "cpu" and jnp.dtype(dtype) in _FAST_DTYPES
 
 
-def _pair(value: int | Sequence[int], name: str) -> Pair:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        items = tuple(int(v) for v in value)
-        if len(items) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        pair = (items[0], items[1])
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return pair
-
-
 def _prepare(
     x: jax.Array,
     pool_size: int | Sequence[int],
@@ -161,8 +150,8 @@ def _prepare(
     x = jnp.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"{name} expects [N, H, W, C], got shape {x.shape}")
-    window = _pair(pool_size, "pool_size")
-    strides_ = window if strides is None else _pair(strides, "strides")
+    window = as_pair(pool_size, "pool_size")
+    strides_ = window if strides is None else as_pair(strides, "strides")
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
         raise ValueError(f"{name}: padding must be 'valid' or 'same', got {padding!r}")
     (ph0, ph1), (pw0, pw1) = lax.padtype_to_pads(x.shape[1:3], window, strides_, padding.upper())
