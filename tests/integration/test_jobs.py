@@ -103,6 +103,10 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint(deployment: Deploymen
     epochs = LONG_DIGITS_MLP["training"]["epochs"]
     job_id = client.submit(LONG_DIGITS_MLP)["id"]
     client.wait_for_progress(job_id, epoch=3, timeout=JOB_SECONDS)
+    # Progress and the checkpoint record are separate writes: crash only once one is durable.
+    wait_until(
+        lambda: (store.job(job_id)["checkpoint_epoch"] or 0) >= 3, JOB_SECONDS, what="a checkpoint"
+    )
 
     deployment.crash_worker()
     killed_at = datetime.now(UTC)  # the dead worker wrote everything it wrote before this
