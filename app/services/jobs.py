@@ -14,10 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import jax
-import jax.numpy as jnp
 from fastapi import HTTPException, status
-from safetensors import safe_open
 from sqlalchemy import CursorResult, case, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,10 +26,9 @@ from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import TERMINAL_STATUSES, JobPublic, JobsPublic, JobsQuery
 from app.services import dataset_store
-from core.data import BUILDERS, DatasetInfo
-from core.errors import SpecError
-from core.model import Model, check_shapes
-from core.spec import JobSpec, parse_spec
+from app.services.job_checks import check_datasets, check_init_from
+from core.model import check_shapes
+from core.spec import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +66,11 @@ def submit_job(
     if idempotency_key and (earlier := _by_idempotency_key(session, tenant_id, idempotency_key)):
         return job_public(session, earlier), False
     spec = parse_spec(body)
-    info = _check_datasets(session, tenant_id, spec)
+    info = check_datasets(session, tenant_id, spec)
     check_shapes(spec, info)
     if spec.init_from is not None:
-        _check_init_from(session, settings, tenant_id, spec, info)
+        source = find_job(session, tenant_id, spec.init_from.job)
+        check_init_from(settings, spec, info, source)
     job_id = new_id()
     job = Job(
         id=job_id,
@@ -252,85 +249,3 @@ def _send(queue: JobQueue, job: Job) -> None:
 
 def _uploaded_id(ref: str | None) -> str | None:
     return None if ref is None or ref.startswith(dataset_store.BUILTIN_PREFIX) else ref
-
-
-def _check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
-    """The training dataset's info; 422 for a dataset (or validation dataset) not found."""
-    with session.begin():
-        info = _dataset_info(session, tenant_id, spec.dataset, ("dataset",))
-        if spec.validation is None or spec.validation.dataset is None:
-            return info
-        loc = ("validation", "dataset")
-        held_out = _dataset_info(session, tenant_id, spec.validation.dataset, loc)
-    for what in ("input_shape", "target_shape"):
-        if getattr(held_out, what) != getattr(info, what):
-            raise SpecError.at(
-                loc,
-                f"the validation dataset's {what} is {list(getattr(held_out, what))} but the "
-                f"training dataset's is {list(getattr(info, what))}; they must match",
-            )
-    return info
-
-
-def _dataset_info(session: Session, tenant_id: str, ref: str, loc: tuple[str, ...]) -> DatasetInfo:
-    info = dataset_store.dataset_info(session, tenant_id, ref)
-    if info is None:
-        builtins = ", ".join(dataset_store.BUILTIN_PREFIX + name for name in BUILDERS)
-        raise SpecError.at(
-            loc,
-            f"no dataset {ref!r}: give the id of a dataset you uploaded "
-            f"(GET /v1/datasets) or a built-in one ({builtins})",
-        )
-    return info
-
-
-def _check_init_from(
-    session: Session, settings: Settings, tenant_id: str, spec: JobSpec, info: DatasetInfo
-) -> None:
-    """`init_from.job` is the tenant's job with a model whose tensors fit this spec's model."""
-    assert spec.init_from is not None
-    loc = ("init_from", "job")
-    source_id = spec.init_from.job
-    source = find_job(session, tenant_id, source_id)
-    if source is None:
-        raise SpecError.at(loc, f"no job {source_id!r}")
-    if source.model_path is None:
-        raise SpecError.at(
-            loc, f"job {source_id} has no trained model to start from (status: {source.status})"
-        )
-    try:
-        with safe_open(str(settings.data_dir / source.model_path), framework="numpy") as file:
-            have = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
-    except Exception as exc:  # missing or damaged file: either way it cannot be used
-        raise SpecError.at(
-            loc, f"the model file of job {source_id} cannot be read: {exc}"
-        ) from None
-    problem = _shape_difference(have, _model_tensor_shapes(spec, info.input_shape))
-    if problem:
-        raise SpecError.at(loc, f"the model of job {source_id} does not fit this spec: {problem}")
-
-
-def _model_tensor_shapes(spec: JobSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """`<layer>.<param>` → shape for the spec's parameters and state, traced, not computed."""
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    trees = jax.eval_shape(lambda k: Model(spec.model).init(k, tuple(input_shape)), key)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for tree in trees:
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            shapes[jax.tree_util.keystr(path, simple=True, separator=".")] = tuple(leaf.shape)
-    return shapes
-
-
-def _shape_difference(
-    have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]
-) -> str | None:
-    for name in sorted(want.keys() | have.keys()):
-        if name not in have:
-            return f"tensor {name!r} (shape {list(want[name])}) is missing from it"
-        if name not in want:
-            return f"it has tensor {name!r}, which this spec's model lacks"
-        if have[name] != want[name]:
-            return (
-                f"tensor {name!r} has shape {list(have[name])}; this spec needs {list(want[name])}"
-            )
-    return None

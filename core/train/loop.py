@@ -14,12 +14,12 @@ import numpy as np
 
 from core.data.dataset import Dataset
 from core.errors import SpecError, TrainingError
-from core.losses import SUMMED, loss_fn, per_example_loss
+from core.losses import SUMMED, loss_fn
 from core.metrics import metric_fns
 from core.model import Model, check_shapes
 from core.optimizers import build_optimizer, current_learning_rate
 from core.spec import JobSpec
-from core.train.callbacks import Callbacks, MetricPoint, Progress
+from core.train.callbacks import Callbacks, Progress
 from core.train.checkpoint import (
     latest_checkpoint,
     prune_checkpoints,
@@ -27,7 +27,14 @@ from core.train.checkpoint import (
     write_checkpoint_atomically,
 )
 from core.train.data import epoch_order, split_validation
-from core.train.step import Batching, StepStats, TrainState, make_chunk_fn, make_eval_fn
+from core.train.reporting import (
+    epoch_points,
+    raise_if_non_finite,
+    step_points,
+    train_metrics,
+    validator,
+)
+from core.train.step import Batching, StepStats, TrainState, make_chunk_fn
 from core.train.stopping import EarlyStoppingState, stop_when_reached
 
 TARGET_CHUNK_SECONDS = 1.0  # control returns to Python about this often
@@ -36,7 +43,6 @@ TARGET_CHUNK_SECONDS = 1.0  # control returns to Python about this often
 # more than 4× off. Measured: the 784-1024-1024-10 MLP runs at ~150 GFLOP/s on 2 cores.
 ASSUMED_FLOPS_PER_SECOND = 1e11
 STEP_OVERHEAD_SECONDS = 2e-5
-EVAL_BATCH = 512
 
 
 @dataclass
@@ -185,7 +191,7 @@ def train(
             compiled[length] = make_chunk_fn(model, loss, metrics, tx, batching, length)
         return compiled[length]
 
-    validate = _validator(model, spec, metrics, val_data) if val_data is not None else None
+    validate = validator(model, spec, metrics, val_data) if val_data is not None else None
     calibrated = chunk_steps is not None
     summed = spec.loss.type in SUMMED
     stop_reason = "completed"
@@ -205,8 +211,8 @@ def train(
             state, stats = run_chunk(state, x, y, epoch_key, order, jnp.int32(position))
             stats = jax.device_get(stats)
             seconds = time.monotonic() - chunk_started
-            _raise_if_non_finite(stats, epoch, run.step)
-            run.callbacks.on_metrics(_step_points(stats, run.step, epoch, opts.log_every_steps))
+            raise_if_non_finite(stats, epoch, run.step)
+            run.callbacks.on_metrics(step_points(stats, run.step, epoch, opts.log_every_steps))
             train_seconds += seconds
             position += length
             run.step += length
@@ -230,14 +236,14 @@ def train(
                     step=run.step,
                 )
 
-        epoch_metrics = _train_metrics(epoch_stats, summed, list(metrics))
+        epoch_metrics = train_metrics(epoch_stats, summed, list(metrics))
         if validate is not None:
             epoch_metrics.update(validate(state))
         epoch_metrics["learning_rate"] = float(current_learning_rate(state.opt_state))
         epoch_metrics["samples_per_second"] = batching.num_examples / max(train_seconds, 1e-9)
         epoch_metrics["epoch_seconds"] = time.monotonic() - epoch_started
         run.history.append(epoch_metrics)
-        run.callbacks.on_metrics(_epoch_points(epoch_metrics, run.step, epoch))
+        run.callbacks.on_metrics(epoch_points(epoch_metrics, run.step, epoch))
         run.callbacks.on_epoch_end(epoch, epoch_metrics)
 
         if opts.early_stopping is not None:
@@ -288,66 +294,6 @@ def _seconds_per_step_guess(
     ).cost_analysis()
     flops = float((cost or {}).get("flops", 0.0))
     return flops / ASSUMED_FLOPS_PER_SECOND + STEP_OVERHEAD_SECONDS
-
-
-def _raise_if_non_finite(stats: StepStats, epoch: int, step_before: int) -> None:
-    bad = np.flatnonzero(~np.asarray(stats.finite))
-    if bad.size:
-        step = step_before + int(bad[0]) + 1
-        raise TrainingError(
-            "non_finite_loss",
-            f"the loss or its gradient became NaN/inf at epoch {epoch}, step {step}; lower the "
-            "learning rate, add clip_norm, or check the data for extreme values",
-            epoch=epoch,
-            step=step,
-        )
-
-
-def _step_points(stats: StepStats, step_before: int, epoch: int, every: int) -> list[MetricPoint]:
-    steps = step_before + 1 + np.arange(len(stats.loss))
-    keep = np.flatnonzero(steps % every == 0)
-    return [MetricPoint("loss", int(steps[i]), epoch, float(stats.loss[i])) for i in keep]
-
-
-def _epoch_points(metrics: dict[str, float], step: int, epoch: int) -> list[MetricPoint]:
-    # The series "loss" holds the per-step batch losses; the epoch's mean is "epoch_loss".
-    return [
-        MetricPoint("epoch_loss" if name == "loss" else name, step, epoch, value)
-        for name, value in metrics.items()
-    ]
-
-
-def _train_metrics(stats: list[StepStats], summed: bool, names: list[str]) -> dict[str, float]:
-    loss = np.concatenate([s.loss for s in stats]).astype(np.float64)
-    weight = np.concatenate([s.weight for s in stats]).astype(np.float64)
-    total = weight.sum()
-    out = {"loss": float(loss.sum() if summed else (loss * weight).sum() / total)}
-    for name in names:
-        out[name] = float(sum(float(s.metric_sums[name].sum()) for s in stats) / total)
-    out["grad_norm"] = float(np.concatenate([s.grad_norm for s in stats]).mean())
-    return out
-
-
-def _validator(model: Model, spec: JobSpec, metrics: Any, data: Dataset) -> Any:
-    """`validate(state) -> {"val_loss": …, "val_<metric>": …}` over the whole set, compiled once."""
-    batching = Batching.for_size(len(data.x), EVAL_BATCH)
-    evaluate = make_eval_fn(model, per_example_loss(spec.loss), metrics, batching)
-    x, y = jax.device_put(np.asarray(data.x)), jax.device_put(np.asarray(data.y))
-    summed = spec.loss.type in SUMMED
-
-    def validate(state: TrainState) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        for step in range(batching.steps):
-            batch = jax.device_get(evaluate(state.params, state.model_state, x, y, jnp.int32(step)))
-            for name, value in batch.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-        total = sums.pop("weight")
-        loss_total = sums.pop("loss")
-        out = {"val_loss": loss_total if summed else loss_total / total}
-        out.update({f"val_{name}": value / total for name, value in sums.items()})
-        return out
-
-    return validate
 
 
 def _checked_init_params(fresh: Any, given: Any) -> Any:

@@ -1,0 +1,105 @@
+"""The checks a submitted job passes before it is stored: its datasets and `init_from`.
+
+Each failure is a `SpecError` whose loc points into the request body (422).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from safetensors import safe_open
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db.models import Job
+from app.services import dataset_store
+from core.data import BUILDERS, DatasetInfo
+from core.errors import SpecError
+from core.model import Model
+from core.spec import JobSpec
+
+
+def check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
+    """The training dataset's info; 422 for a dataset (or validation dataset) not found."""
+    with session.begin():
+        info = dataset_info_or_error(session, tenant_id, spec.dataset, ("dataset",))
+        if spec.validation is None or spec.validation.dataset is None:
+            return info
+        loc = ("validation", "dataset")
+        held_out = dataset_info_or_error(session, tenant_id, spec.validation.dataset, loc)
+    for what in ("input_shape", "target_shape"):
+        if getattr(held_out, what) != getattr(info, what):
+            raise SpecError.at(
+                loc,
+                f"the validation dataset's {what} is {list(getattr(held_out, what))} but the "
+                f"training dataset's is {list(getattr(info, what))}; they must match",
+            )
+    return info
+
+
+def dataset_info_or_error(
+    session: Session, tenant_id: str, ref: str, loc: tuple[str, ...]
+) -> DatasetInfo:
+    info = dataset_store.dataset_info(session, tenant_id, ref)
+    if info is None:
+        builtins = ", ".join(dataset_store.BUILTIN_PREFIX + name for name in BUILDERS)
+        raise SpecError.at(
+            loc,
+            f"no dataset {ref!r}: give the id of a dataset you uploaded "
+            f"(GET /v1/datasets) or a built-in one ({builtins})",
+        )
+    return info
+
+
+def check_init_from(
+    settings: Settings, spec: JobSpec, info: DatasetInfo, source: Job | None
+) -> None:
+    """`init_from.job` (looked up as `source`, None when it is not the tenant's) has a model
+    whose tensors fit this spec's model."""
+    assert spec.init_from is not None
+    loc = ("init_from", "job")
+    source_id = spec.init_from.job
+    if source is None:
+        raise SpecError.at(loc, f"no job {source_id!r}")
+    if source.model_path is None:
+        raise SpecError.at(
+            loc, f"job {source_id} has no trained model to start from (status: {source.status})"
+        )
+    try:
+        with safe_open(str(settings.data_dir / source.model_path), framework="numpy") as file:
+            have = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except Exception as exc:  # missing or damaged file: either way it cannot be used
+        raise SpecError.at(
+            loc, f"the model file of job {source_id} cannot be read: {exc}"
+        ) from None
+    problem = shape_difference(have, model_tensor_shapes(spec, info.input_shape))
+    if problem:
+        raise SpecError.at(loc, f"the model of job {source_id} does not fit this spec: {problem}")
+
+
+def model_tensor_shapes(spec: JobSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """`<layer>.<param>` → shape for the spec's parameters and state, traced, not computed."""
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    trees = jax.eval_shape(lambda k: Model(spec.model).init(k, tuple(input_shape)), key)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for tree in trees:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            shapes[jax.tree_util.keystr(path, simple=True, separator=".")] = tuple(leaf.shape)
+    return shapes
+
+
+def shape_difference(
+    have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]
+) -> str | None:
+    for name in sorted(want.keys() | have.keys()):
+        if name not in have:
+            return f"tensor {name!r} (shape {list(want[name])}) is missing from it"
+        if name not in want:
+            return f"it has tensor {name!r}, which this spec's model lacks"
+        if have[name] != want[name]:
+            return (
+                f"tensor {name!r} has shape {list(have[name])}; this spec needs {list(want[name])}"
+            )
+    return None
