@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 _META = "__meta__"
+_GROUPS = "__groups__"  # in the metadata: which pytrees the file holds
 _NAME = re.compile(r"^ckpt-(\d{6})\.npz$")
 
 
@@ -36,6 +37,7 @@ def write_checkpoint_atomically(
     arrays: dict[str, np.ndarray] = {}
     for group, tree in trees.items():
         arrays.update({f"{group}{path}": leaf for path, leaf in _flatten(tree).items()})
+    meta = {**meta, _GROUPS: sorted(trees)}
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     final = directory / f"ckpt-{epoch:06d}.npz"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
@@ -73,13 +75,18 @@ def prune_checkpoints(directory: Path, keep: int = 2) -> None:
 def read_checkpoint(path: Path, templates: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load the pytrees named in `templates` (same structure as written) and the metadata.
 
+    A group the file does not hold (e.g. no best parameters yet) is left out of the result.
+
     Raises:
       ValueError: when the file does not match the templates (another model's checkpoint).
     """
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(bytes(data[_META]).decode())
+        held = set(meta.pop(_GROUPS))
         trees = {}
         for group, template in templates.items():
+            if group not in held:
+                continue
             leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(template)
             leaves = []
             for key_path, like in leaves_with_path:

@@ -107,8 +107,7 @@ class _Run:
         if path is None:
             return state, 0
         templates: dict[str, Any] = {"state": state}
-        meta_probe = read_checkpoint(path, {})[1]
-        if self.keeps_best and meta_probe["early_stopping"]["best_epoch"] is not None:
+        if self.keeps_best:
             templates["best"] = (state.params, state.model_state)
         trees, meta = read_checkpoint(path, templates)
         self.history, self.step = meta["history"], meta["step"]
