@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,14 +51,57 @@ def ensure_api_key(session: Session, key: str, tenant_name: str = "default") -> 
         create_api_key(session, tenant_name, key)
 
 
-def tenant_for_key(session: Session, key: str) -> Tenant | None:
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts for: the tenant of its API key (immutable, so it can be cached)."""
+
+    tenant_id: str
+    tenant_name: str
+
+    @property
+    def id(self) -> str:  # reads as `tenant.id` where a route filters by tenant
+        return self.tenant_id
+
+
+def tenant_for_key(session: Session, key: str) -> Caller | None:
     """The tenant owning an active key, or None."""
     digest = hash_key(key)
     row = session.execute(
-        select(ApiKey, Tenant)
+        select(ApiKey.key_hash, Tenant.id, Tenant.name)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
     ).first()
-    if row is None or not hmac.compare_digest(row.ApiKey.key_hash, digest):
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return row.Tenant
+    return Caller(tenant_id=row.id, tenant_name=row.name)
+
+
+class KeyCache:
+    """Key hash → caller for `ttl` seconds, so a poll costs no key lookup in the database.
+
+    Only valid keys are cached (a wrong key is looked up every time, so a newly created key
+    works at once); a revoked key keeps working for at most `ttl` seconds in each API process.
+    Keys are hashed before they are used as cache keys, like everywhere else.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Caller | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None or entry[0] < time.monotonic():
+                return None
+            return entry[1]
+
+    def put(self, digest: str, caller: Caller) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (time.monotonic() + self.ttl, caller)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -1,7 +1,7 @@
 """`backprop`: start the service or its pieces, run migrations, create API keys.
 
     backprop serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR]   embedded: API + one worker
-    backprop api [--host] [--port]                                     the API only
+    backprop api [--host] [--port] [--workers N]                       the API only
     backprop worker [--queues cpu,gpu] [--concurrency N]               a worker only
     backprop migrate                                                   apply database migrations
     backprop keys create --tenant NAME                                 print a new API key
@@ -59,7 +59,19 @@ def api(args: argparse.Namespace) -> None:
     from app.main import create_app
 
     settings = _settings(args)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    if args.workers > 1:
+        # Several processes (the GIL bounds one): each builds its app from the environment,
+        # which `_settings` has already completed.
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+        )
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -168,13 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    servers = {}
     for name, run, help in (
         ("serve", serve, "embedded mode: the API and one worker"),
         ("api", api, "the REST API"),
     ):
-        sub = command(name, run, help)
+        servers[name] = sub = command(name, run, help)
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
+    servers["api"].add_argument(
+        "--workers", type=int, default=1, help="API processes (default 1; about one per core)"
+    )
     work = command("worker", worker, "a Celery worker that trains jobs")
     work.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
     work.add_argument("--concurrency", type=int, default=1)

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, description="how often a running job renews its lease")
     max_attempts: int = Field(3, description="attempts before a job whose worker died fails")
     reconcile_seconds: float = Field(5.0, description="how often expired leases are re-queued")
+    key_cache_seconds: float = Field(
+        10.0, description="how long an API process trusts a key it has checked (0: never)"
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     compilation_cache: bool = Field(True, description="keep compiled XLA programs in the data dir")
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.auth import tenant_for_key
+from app.auth import Caller, KeyCache, hash_key, tenant_for_key
 from app.config import Settings
-from app.db.models import Tenant
+from app.db.engine import reading
 from app.queue import JobQueue
 
 
@@ -27,7 +28,10 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: `backprop keys create`")
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Async so that FastAPI does not hand it to a thread (twice: open and close). Making a
+    # session does no I/O, and closing one does none either: the services end every
+    # transaction they begin, so no connection is still checked out here.
     with request.app.state.sessionmaker() as session:
         yield session
 
@@ -43,19 +47,32 @@ def get_queue(request: Request) -> JobQueue:
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def current_tenant(
-    session: SessionDep,
+async def current_tenant(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
-    tenant = tenant_for_key(session, credentials.credentials) if credentials else None
-    if tenant is None:
+) -> Caller:
+    """The key's tenant, from the per-process key cache or one read in a worker thread."""
+    caller = None
+    if credentials is not None:
+        digest = hash_key(credentials.credentials)
+        cache: KeyCache = request.app.state.key_cache
+        caller = cache.get(digest)
+        if caller is None:
+            caller = await run_in_threadpool(_look_up_key, request, credentials.credentials)
+            if caller is not None:
+                cache.put(digest, caller)
+    if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or invalid API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    session.commit()  # end the read transaction (releases SQLite's lock); objects stay loaded
-    return tenant
+    return caller
 
 
-CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+def _look_up_key(request: Request, key: str) -> Caller | None:
+    with request.app.state.sessionmaker() as session, reading(session):
+        return tenant_for_key(session, key)
+
+
+CurrentTenant = Annotated[Caller, Depends(current_tenant)]

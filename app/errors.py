@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from core.errors import DatasetError, SpecError
 
@@ -34,6 +35,22 @@ async def dataset_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A lost database connection is the server's trouble, not the request's: 503, retry.
+
+    Anything else the database raises is a bug and stays a 500.
+    """
+    assert isinstance(exc, DBAPIError)
+    if not exc.connection_invalidated:
+        raise exc
+    return JSONResponse(
+        {"detail": "the database connection was lost; retry the request"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(DatasetError, dataset_error)
+    app.add_exception_handler(DBAPIError, database_unavailable)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 import jax
 from fastapi import FastAPI
 
-from app.auth import ensure_api_key
+from app.auth import KeyCache, ensure_api_key
 from app.config import Settings, get_settings
 from app.db.engine import make_engine, make_sessionmaker, transaction
 from app.errors import install_error_handlers
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url)
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.key_cache = KeyCache(settings.key_cache_seconds)
         app.state.queue = JobQueue(settings)
         if settings.bootstrap_api_key:
             with transaction(app.state.sessionmaker) as session:

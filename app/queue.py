@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import Settings
 
@@ -24,7 +24,12 @@ VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
 def celery_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "broker_url": settings.resolved_broker_url,
-        "task_queues": [Queue(name) for name in QUEUES],
+        # Each queue with its own exchange and routing key: a Queue given only a name is
+        # bound to the default exchange and key (here `cpu`'s), so a message for either
+        # queue would be delivered to both.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         "task_default_queue": "cpu",
         "task_create_missing_queues": False,
         "task_acks_late": True,

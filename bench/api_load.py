@@ -126,7 +126,7 @@ class Deployment:
 
 
 @contextmanager
-def deployment(work: Path) -> Iterator[Deployment]:
+def deployment(work: Path, api_workers: int = 1) -> Iterator[Deployment]:
     """PostgreSQL, Redis, migrations, `backprop api` and one worker; all stopped on exit."""
     started: list[ManagedProcess] = []
     postgres: PostgresServer | None = None
@@ -156,7 +156,9 @@ def deployment(work: Path) -> Iterator[Deployment]:
             started.append(process)
             return process
 
-        api = start("api", "api", "--host", "127.0.0.1", "--port", str(port))
+        api = start(
+            "api", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(api_workers)
+        )
         worker = start("worker", "worker", "--queues", "cpu", "--concurrency", "1")
         base_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ready(base_url), START_SECONDS, what="/readyz", watch=[api])
@@ -458,6 +460,7 @@ def table(
     lines = [
         f"load: {client}, {args.repeats} run(s) of ≤ {args.seconds:g} s "
         f"(≤ {args.max_requests} requests) per row; medians over the runs. "
+        f"`backprop api --workers {args.api_workers}`. "
         f"{os.cpu_count()} CPUs; 1-min load average {loadavg[0]:.1f} before the start, "
         f"{loadavg[1]:.1f} at the end",
         "",
@@ -541,6 +544,9 @@ def main() -> int:
         "--back-to-back", type=int, default=3, help="jobs submitted 0.3 s after idle (3)"
     )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="`backprop api --workers` (default 1)"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
 
@@ -556,7 +562,7 @@ def main() -> int:
         runner = wrk_runner(work) if use_wrk else python_runner(API_KEY)
         client = "wrk, 1 thread" if use_wrk else "httpx, one thread per connection"
         print("starting PostgreSQL, Redis, backprop api and a worker …", file=sys.stderr)
-        with deployment(work) as dep:
+        with deployment(work, args.api_workers) as dep:
             print(f"submit-to-running, {args.runs} jobs …", file=sys.stderr, flush=True)
             s2r: list[SubmitToRunning] = []
             finished_job = ""

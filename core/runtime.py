@@ -18,3 +18,11 @@ def enable_compilation_cache(directory: Path | str) -> None:
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def device_description() -> str:
+    """What this process trains on, as a user would name it: `"cpu"`, `"gpu: NVIDIA H100"`."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return "cpu"
+    return f"{device.platform}: {device.device_kind}"

@@ -11,13 +11,18 @@ restart. A file, because pool processes ignore the signals the main process rece
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from app.config import Settings
 
 
 def drain_flag(settings: Settings, main_pid: int) -> Path:
-    return settings.data_dir.resolve() / "run" / f"worker-{main_pid}.draining"
+    # In the host's (or container's) own temporary directory, never the shared data
+    # directory: worker containers all have the same pids, so one replica's flag there
+    # would drain every other replica too.
+    folder = Path(tempfile.gettempdir()) / "backprop-workers"
+    return folder / f"{settings.worker_name}-{main_pid}.draining"
 
 
 def mark_draining(settings: Settings) -> None:

@@ -34,7 +34,7 @@ from app.services.leases import finish_job, owned, update_owned_job
 from core.data import Dataset
 from core.errors import DatasetError, SpecError, TrainingError
 from core.export import import_model, write_model
-from core.runtime import enable_compilation_cache
+from core.runtime import device_description, enable_compilation_cache
 from core.spec import JobSpec, parse_spec
 from core.train import TrainResult, train
 from worker.recorder import JobRecorder
@@ -195,6 +195,7 @@ def job_summary(result: TrainResult) -> dict[str, Any]:
     if len(rates) > 1:
         rates = rates[1:]  # the first epoch's time includes compiling the training step
     summary["samples_per_second"] = _json_number(statistics.median(rates)) if rates else None
+    summary["device"] = device_description()
     summary["stop_reason"] = result.stop_reason
     summary["epochs_completed"] = len(result.history)
     return summary

@@ -106,7 +106,7 @@ def supervise_job(
     factory = make_sessionmaker(engine)
     slot = identity.current_slot_name()
     try:
-        own = _claim(factory, settings, job_id, slot)
+        own = _claim(factory, settings, identity, job_id, slot)
         if own is None:
             log.info("job %s is not queued; dropping the message", job_id)
             return "not_queued"
@@ -123,11 +123,17 @@ def supervise_job(
 
 
 def _claim(
-    factory: sessionmaker[Session], settings: Settings, job_id: str, slot: str
+    factory: sessionmaker[Session],
+    settings: Settings,
+    identity: WorkerIdentity,
+    job_id: str,
+    slot: str,
 ) -> Ownership | None:
     with transaction(factory) as session:
         queue = session.scalar(select(Job.queue).where(Job.id == job_id, Job.status == "queued"))
-        if queue is None:
+        if queue is None or queue not in identity.queues:
+            # A message can only reach a queue this worker consumes, unless it was misrouted:
+            # a `gpu` job must never train on a CPU-only worker. Its own message stays valid.
             return None
         job = claim_job(
             session,

@@ -10,6 +10,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Enough connections for FastAPI's 40 worker threads, so a burst never opens (and closes)
+# connections per request; PostgreSQL forks a process for each new one.
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 30
+POOL_RECYCLE_SECONDS = 1800
+# A `reading()` block on SQLite: its statements run without BEGIN IMMEDIATE (see make_engine).
+_READING = "backprop_reading"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -23,7 +30,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        # No pre-ping: it costs a round trip per checkout, as much as a GET's one query.
+        # A connection the server dropped fails one request (503, see app.errors) and the
+        # pool then replaces every connection older than the failure.
+        pooling = {"pool_recycle": POOL_RECYCLE_SECONDS}
+        if "poolclass" not in kwargs:  # sizes only mean something to the default QueuePool
+            pooling |= {"pool_size": POOL_SIZE, "max_overflow": POOL_MAX_OVERFLOW}
+        return create_engine(url, **{**pooling, **kwargs})
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -38,7 +51,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(_READING):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -51,4 +65,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(session: Session) -> Iterator[Session]:
+    """A unit of reads without a database transaction around them: each statement sees the
+    data committed when it runs, which is all a GET needs.
+
+    It saves the BEGIN and COMMIT round trips on PostgreSQL (autocommit) and, on SQLite, the
+    write lock that every transaction takes up front there (see `make_engine`), so readers
+    never queue behind a writer.
+    """
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    options = {_READING: True} if sqlite else {"isolation_level": "AUTOCOMMIT"}
+    with session.begin():
+        session.connection(execution_options=options)
         yield session

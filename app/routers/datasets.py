@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
+from app.db.engine import reading
 from app.db.models import Dataset
 from app.deps import CurrentTenant, SessionDep, SettingsDep
 from app.schemas.common import PageQuery, error_responses
@@ -61,7 +62,8 @@ def dataset_for_tenant(
     tenant: CurrentTenant,
 ) -> Dataset:
     """The caller's dataset, or 404 exactly as for an id that does not exist."""
-    dataset = dataset_row(session, tenant.id, dataset_id)
+    with reading(session):
+        dataset = dataset_row(session, tenant.id, dataset_id)
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset with id {dataset_id!r}")
     return dataset

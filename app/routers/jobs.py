@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import WithJsonSchema
 
@@ -128,7 +129,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", summary="Get a job", responses=job_errors(404))
-def get_job(job: JobDep, session: SessionDep) -> JobPublic:
+async def get_job(job: JobDep, session: SessionDep) -> JobPublic:
+    # The most polled route: only a queued job needs another query (its queue position),
+    # so only then is the work handed to a thread.
+    if job.status == "queued":
+        return await run_in_threadpool(jobs.job_public, session, job)
     return jobs.job_public(session, job)
 
 

@@ -81,7 +81,8 @@ class JobPublic(BaseModel):
     progress: JobProgress | None
     eta_seconds: float | None
     summary: dict[str, Any] | None = Field(
-        description="final metrics: loss, accuracy, val_*, best_epoch, samples_per_second…"
+        description="final metrics: loss, accuracy, val_*, best_epoch, samples_per_second, "
+        "the device it trained on (`cpu`, `gpu: <name>`)…"
     )
     error: JobErrorPublic | None
     spec: JobSpec = Field(description="the submitted spec, with defaults filled in")

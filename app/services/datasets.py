@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
+from app.db.engine import reading
 from app.db.models import Dataset as DatasetRow
 from app.db.models import Job
 from app.db.types import new_id
@@ -133,14 +134,15 @@ def default_name(filename: str | None) -> str:
 
 def list_datasets(session: Session, tenant_id: str, page: PageQuery) -> DatasetsPublic:
     """The tenant's uploads, newest first."""
-    rows, next_cursor = newest_first_page(
-        session,
-        select(DatasetRow).where(DatasetRow.tenant_id == tenant_id),
-        created_at=DatasetRow.created_at,
-        id=DatasetRow.id,
-        limit=page.limit,
-        cursor=page.cursor,
-    )
+    with reading(session):
+        rows, next_cursor = newest_first_page(
+            session,
+            select(DatasetRow).where(DatasetRow.tenant_id == tenant_id),
+            created_at=DatasetRow.created_at,
+            id=DatasetRow.id,
+            limit=page.limit,
+            cursor=page.cursor,
+        )
     data = [DatasetPublic.model_validate(row) for row in rows]
     return DatasetsPublic(data=data, next_cursor=next_cursor)
 

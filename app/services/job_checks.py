@@ -13,6 +13,7 @@ from safetensors import safe_open
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.db.engine import reading
 from app.db.models import Job
 from app.services import dataset_store
 from core.data import BUILDERS, DatasetInfo
@@ -23,7 +24,7 @@ from core.spec import JobSpec
 
 def check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
     """The training dataset's info; 422 for a dataset (or validation dataset) not found."""
-    with session.begin():
+    with reading(session):
         info = dataset_info_or_error(session, tenant_id, spec.dataset, ("dataset",))
         if spec.validation is None or spec.validation.dataset is None:
             return info

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.db.engine import reading
 from app.db.models import Job, Worker
 from app.db.types import UTCDateTime, new_id, utcnow
 from app.pagination import newest_first_page
@@ -44,7 +45,7 @@ ROUTING_RULE = (
 
 def find_job(session: Session, tenant_id: str, job_id: str) -> Job | None:
     """The tenant's job with this id; another tenant's job is None, like a missing one."""
-    with session.begin():
+    with reading(session):
         return session.scalars(
             select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
         ).first()
@@ -128,7 +129,7 @@ def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
         statement = statement.where(Job.status == query.status)
     if query.name is not None:
         statement = statement.where(Job.name == query.name)
-    with session.begin():
+    with reading(session):
         page, next_cursor = newest_first_page(
             session,
             statement,
@@ -145,7 +146,9 @@ def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
 
 def job_public(session: Session, job: Job) -> JobPublic:
     """The Job body of API.md, with the job's current place in its queue."""
-    with session.begin():
+    if job.status != "queued":
+        return _to_public(job, None)
+    with reading(session):
         positions = _queue_positions(session, [job])
     return _to_public(job, positions.get(job.id))
 
@@ -234,7 +237,7 @@ def _queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
 
 
 def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
-    with session.begin():
+    with reading(session):
         return session.scalars(
             select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
         ).first()

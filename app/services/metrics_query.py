@@ -9,6 +9,7 @@ from itertools import groupby
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db.engine import reading
 from app.db.models import Metric
 from app.schemas.jobs import JobMetricsPublic, MetricSeriesPublic
 
@@ -35,7 +36,7 @@ def job_metrics(
         query = query.where(Metric.name.in_(names))
     if since_step is not None:
         query = query.where(Metric.step >= since_step)
-    with session.begin():
+    with reading(session):
         rows = list(session.scalars(query.order_by(Metric.name, Metric.step)))
     series = []
     for name, group in groupby(rows, key=lambda row: row.name):

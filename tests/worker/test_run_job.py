@@ -92,6 +92,7 @@ def test_trains_xor_end_to_end(
     assert job.summary is not None
     assert job.summary["samples_per_second"] > 0
     assert job.summary["accuracy"] == 1.0 and job.summary["stop_reason"] == "completed"
+    assert job.summary["device"] == "cpu"
     assert job.checkpoint_epoch == 40
 
     points = _metrics(factory, job_id)
@@ -262,3 +263,15 @@ def test_a_killed_child_is_requeued_and_resumes_from_its_checkpoint(
     losses = [p for p in points if p.name == "loss"]
     assert [p.step for p in losses] == list(range(1, 401))  # no gaps, no duplicates
     assert len({(p.name, p.step) for p in points}) == len(points)
+
+
+def test_a_cpu_worker_never_claims_a_gpu_job(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    # The message could only come here misrouted; the job must wait for a GPU worker.
+    job_id = make_job(queue="gpu", device="gpu")
+
+    assert run_task(job_id) == "not_queued"
+
+    job = read_job(factory, job_id)
+    assert (job.status, job.worker, job.attempt) == ("queued", None, 1)

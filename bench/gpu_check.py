@@ -1,0 +1,191 @@
+"""GPU check: the digits CNN (and a wide MLP) trained through the real service on a GPU.
+
+Starts `backprop serve` (API + one worker; on a host where `nvidia-smi` lists a GPU the
+worker consumes the `cpu` and `gpu` queues), then submits each model twice over HTTP, once
+with `device: gpu` and once with `device: cpu`, waits for both and prints a table of what
+each job's summary says: the device it trained on, samples/s (median of the epochs after
+the first, which includes compiling) and the final validation accuracy.
+
+    python bench/gpu_check.py [--epochs 20] [--mlp-examples 20000] [--timeout 240]
+
+The wide MLP trains on a synthetic upload (784 features, 10 classes given by a random
+linear map), large enough per step for a GPU to matter. A benchmark, not a test: CI has no
+GPU. Every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.spec.examples import DIGITS_CNN  # noqa: E402
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+WIDE_MLP: dict[str, Any] = {
+    "name": "wide-mlp",
+    "validation": {"split": 0.1},
+    "model": {
+        "layers": [
+            {"type": "dense", "units": 1024, "activation": "relu"},
+            {"type": "dense", "units": 1024, "activation": "relu"},
+            {"type": "dense", "units": 10},
+        ]
+    },
+    "loss": "cross_entropy",
+    "metrics": ["accuracy"],
+    "optimizer": {"type": "adam", "learning_rate": 0.001},
+    "training": {"epochs": 5, "batch_size": 256, "seed": 0},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", "from app.cli import main; main()", "serve"]
+    command += ["--data-dir", str(data_dir), "--port", str(port)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
+        )
+
+
+def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"backprop serve exited:\n{log.read_text()[-4000:]}")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"backprop serve not ready in 180 s:\n{log.read_text()[-4000:]}")
+
+
+def synthetic_upload(client: httpx.Client, examples: int) -> str:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, 784)).astype(np.float32)
+    y = np.argmax(x @ rng.normal(size=(784, 10)).astype(np.float32), axis=1).astype(np.int32)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    files = {"file": ("wide.npz", buffer.getvalue(), "application/octet-stream")}
+    response = client.post("/v1/datasets", files=files, data={"task": "classification"})
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def run_job(client: httpx.Client, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    started = time.monotonic()
+    response = client.post("/v1/jobs", json=spec)
+    if response.status_code != 201:
+        raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
+    job = response.json()
+    while job["status"] not in TERMINAL:
+        if time.monotonic() - started > timeout:
+            client.post(f"/v1/jobs/{job['id']}/cancel")
+            raise RuntimeError(f"job {spec['name']} not finished in {timeout:.0f} s: {job}")
+        time.sleep(0.5)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    job["wall_seconds"] = time.monotonic() - started
+    return job
+
+
+def row(job: dict[str, Any]) -> str:
+    summary = job.get("summary") or {}
+    accuracy = summary.get("val_accuracy", summary.get("accuracy"))
+    rate = summary.get("samples_per_second")
+    return (
+        f"| {job['name']} | {job['spec']['device']} | {job['status']} | "
+        f"{summary.get('device', '?')} | {rate:,.0f} | "
+        f"{accuracy if accuracy is None else round(accuracy, 4)} | "
+        f"{summary.get('epochs_completed')} | {job['wall_seconds']:.1f} |"
+        if rate is not None
+        else f"| {job['name']} | {job['spec']['device']} | {job['status']} | {job.get('error')} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=20, help="digits CNN epochs (20)")
+    parser.add_argument("--mlp-examples", type=int, default=20_000)
+    parser.add_argument("--timeout", type=float, default=240, help="per job, seconds")
+    parser.add_argument("--devices", default="gpu,cpu", help="devices to ask for (gpu,cpu)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+    work = Path(tempfile.mkdtemp(prefix="backprop-gpu-check-"))
+    log = work / "serve.log"
+    port = free_port()
+    server = start_serve(work / "data", port, log)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            wait_ready(client, server, log)
+            key = (work / "data" / "api_key").read_text().strip()
+            client.headers["Authorization"] = f"Bearer {key}"
+            cnn = copy.deepcopy(DIGITS_CNN)
+            cnn["training"]["epochs"] = args.epochs
+            cnn["training"].pop("early_stopping", None)  # same number of epochs on both
+            mlp = {
+                **copy.deepcopy(WIDE_MLP),
+                "dataset": synthetic_upload(client, args.mlp_examples),
+            }
+            jobs = []
+            for spec in (cnn, mlp):
+                for device in args.devices.split(","):
+                    submitted = {**copy.deepcopy(spec), "device": device}
+                    submitted["name"] = f"{spec['name']}-{device}"
+                    jobs.append(run_job(client, submitted, args.timeout))
+                    shown = ("name", "status", "summary", "error")
+                    print(json.dumps({k: jobs[-1][k] for k in shown}), flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print()
+    print(
+        "| job | device asked | status | trained on | samples/s | val accuracy | epochs | wall s |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for job in jobs:
+        print(row(job))
+    by_name = {job["name"]: job for job in jobs}
+    for model in (cnn["name"], mlp["name"]):
+        gpu = (by_name.get(f"{model}-gpu", {}).get("summary") or {}).get("samples_per_second")
+        cpu = (by_name.get(f"{model}-cpu", {}).get("summary") or {}).get("samples_per_second")
+        if gpu and cpu:
+            print(f"{model}: GPU/CPU samples/s = {gpu / cpu:.2f}x")
+    print(f"\nserve log: {log}")
+    return 0 if all(job["status"] == "succeeded" for job in jobs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
