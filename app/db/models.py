@@ -83,6 +83,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # Queue order: a queued job's position counts the queued jobs ahead of it.
+        Index("ix_jobs_queue_order", "status", "queue", "created_at", "id"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     )
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from fastapi import HTTPException, status
-from sqlalchemy import CursorResult, case, func, literal, select, update
+from sqlalchemy import CursorResult, case, func, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.config import Settings
 from app.db.engine import reading
@@ -224,16 +224,27 @@ def _to_public(job: Job, queue_position: int | None) -> JobPublic:
 
 
 def _queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
-    """1-based places of the queued ones among `jobs`, oldest first per queue, all tenants."""
+    """1-based places of the queued ones among `jobs`, oldest first per queue, all tenants.
+
+    Each is a count of the queued jobs up to it in its queue: a range of ix_jobs_queue_order,
+    so a GET costs as many index entries as there are jobs ahead, never a sort of them all.
+    """
     queued = [job.id for job in jobs if job.status == "queued"]
     if not queued:
         return {}
-    order = func.row_number().over(partition_by=Job.queue, order_by=(Job.created_at, Job.id))
-    ranked = select(Job.id, order.label("position")).where(Job.status == "queued").subquery()
-    rows = session.execute(
-        select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(queued))
-    ).all()
-    return {job_id: int(position) for job_id, position in rows}
+    ahead = aliased(Job)
+    position = (
+        select(func.count())
+        .where(
+            ahead.status == "queued",
+            ahead.queue == Job.queue,
+            tuple_(ahead.created_at, ahead.id) <= tuple_(Job.created_at, Job.id),
+        )
+        .scalar_subquery()
+    )
+    still_queued = select(Job.id, position).where(Job.id.in_(queued), Job.status == "queued")
+    rows = session.execute(still_queued).all()
+    return {job_id: int(count) for job_id, count in rows}
 
 
 def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
