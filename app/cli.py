@@ -5,6 +5,7 @@
     backprop worker [--queues cpu,gpu] [--concurrency N]               a worker only
     backprop migrate                                                   apply database migrations
     backprop keys create --tenant NAME                                 print a new API key
+    backprop submit | watch | status | list | metrics | cancel | download | datasets  client
 
 Settings come from `BACKPROP_*` environment variables; `--data-dir` sets BACKPROP_DATA_DIR.
 """
@@ -21,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.config import Settings
+from backprop_client.cli import add_commands as add_client_commands
+from backprop_client.connection import record_server
 
 WORKER_STOP_SECONDS = 30  # running jobs are handed back at once; this bounds the rest
 
@@ -57,6 +60,7 @@ def api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.services.events.server import run_api
 
     settings = _settings(args)
     if args.workers > 1:
@@ -69,9 +73,12 @@ def api(args: argparse.Namespace) -> None:
             host=args.host,
             port=args.port,
             log_level="info",
+            # Open event streams last until their jobs end: cut them off (clients resume
+            # with Last-Event-ID) rather than wait. One process ends them more cleanly:
+            timeout_graceful_shutdown=3,
         )
     else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        run_api(create_app(settings), host=args.host, port=args.port)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -90,9 +97,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """Embedded mode: migrations, a key for a new user, one worker process and the API."""
-    import uvicorn
-
     from app.main import create_app
+    from app.services.events.server import run_api
 
     settings = _settings(args)
     migrate(args)
@@ -104,9 +110,12 @@ def serve(args: argparse.Namespace) -> None:
     # uvicorn re-raises the signal that stopped it once it has shut down; for SIGTERM the
     # default action would kill this process before `finally` stops the worker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Where the client commands (`backprop submit` …) find this server with no set-up.
+    server_file = record_server(settings.data_dir, args.host, args.port, os.getpid())
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        run_api(create_app(settings), host=args.host, port=args.port)
     finally:
+        server_file.unlink(missing_ok=True)
         _stop(worker_process)
 
 
@@ -202,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--data-dir")
     create.set_defaults(run=keys_create)
+    add_client_commands(commands)  # submit, status, list, metrics… (backprop_client/cli.py)
     return parser
 
 

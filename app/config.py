@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     )
     worker_name: str = Field(default_factory=socket.gethostname)
     compilation_cache: bool = Field(True, description="keep compiled XLA programs in the data dir")
+    predict_cache_models: int = Field(
+        8, ge=1, description="trained models kept loaded and compiled for /predict, per API process"
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,8 +14,11 @@ from app.config import Settings, get_settings
 from app.db.engine import make_engine, make_sessionmaker, transaction
 from app.errors import install_error_handlers
 from app.queue import JobQueue
-from app.routers import datasets, health, jobs
+from app.routers import dashboard, datasets, events, health, jobs, monitoring, predict
+from app.services.events import JobEventHub
 from app.services.leases import reconcile_periodically
+from app.services.monitoring import install_monitoring
+from app.services.predict import PredictionService
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.key_cache = KeyCache(settings.key_cache_seconds)
         app.state.queue = JobQueue(settings)
+        app.state.events = JobEventHub(app.state.sessionmaker)  # one poller for all streams
         if settings.bootstrap_api_key:
             with transaction(app.state.sessionmaker) as session:
                 ensure_api_key(session, settings.bootstrap_api_key)
@@ -48,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reconciler.cancel()
             with suppress(asyncio.CancelledError):
                 await reconciler
+            await app.state.events.close()
             engine.dispose()
 
     app = FastAPI(
@@ -58,7 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_monitoring(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(monitoring.router)
+    app.state.predictions = PredictionService(settings.predict_cache_models)
+    app.include_router(predict.router)
+    app.include_router(dashboard.router)
     return app

@@ -156,6 +156,18 @@ def import_model(source: bytes | str | os.PathLike[str]) -> tuple[Params, Params
     return _unflatten(param_tensors), _unflatten(state_tensors), spec
 
 
+def model_input_shape(data: bytes) -> Shape | None:
+    """The per-example input shape a model file records (`input_shape`), or None.
+
+    Args:
+      data: the file's bytes, as `import_model` takes them.
+
+    Raises:
+      ValueError: not a safetensors file, or an `input_shape` that is not a list of sizes.
+    """
+    return _metadata_input_shape(_read_metadata(data))
+
+
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     flat: dict[str, np.ndarray] = {}
     for key, value in tree.items():

@@ -26,6 +26,8 @@ FORBIDDEN = {
     },
     "app": {"worker"},
     "worker": set(),
+    # The client talks to the server over HTTP only: installable and usable without it.
+    "backprop_client": {"app", "core", "worker"},
 }
 
 

@@ -10,6 +10,7 @@ restart. A file, because pool processes ignore the signals the main process rece
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -20,9 +21,11 @@ from app.config import Settings
 def drain_flag(settings: Settings, main_pid: int) -> Path:
     # In the host's (or container's) own temporary directory, never the shared data
     # directory: worker containers all have the same pids, so one replica's flag there
-    # would drain every other replica too.
+    # would drain every other replica too. Named by the data directory as well, so that
+    # services on one host that share a temporary directory never see each other's.
+    data_dir = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "backprop-workers"
-    return folder / f"{settings.worker_name}-{main_pid}.draining"
+    return folder / f"{data_dir}-{settings.worker_name}-{main_pid}.draining"
 
 
 def mark_draining(settings: Settings) -> None:

@@ -127,6 +127,8 @@ class Metric(Base):
     """One point of a series; rewriting a step after a resume replaces, never duplicates."""
 
     __tablename__ = "metrics"
+    # Event streams poll a job's points by the time they were (re)written.
+    __table_args__ = (Index("ix_metrics_job_time", "job_id", "time"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -27,6 +27,8 @@ def test_ctrl_c_stops_serve_and_a_running_job_finishes_after_a_restart(
         serve.signal_group(signal.SIGINT)  # what Ctrl-C does to the terminal's foreground group
         assert serve.popen.wait(STOP_SECONDS) == 0, serve.log_tail()
         wait_until(lambda: not serve.group_members(), 10, what="serve's processes to exit")
+        # The client commands find a running server through this file; a stopped one is gone.
+        assert not (deployment.data_dir / "server.json").exists()
         stopped = deployment.store.job(job_id)
         # Handed back, not failed: same attempt, to resume from its last checkpoint.
         assert (stopped["status"], stopped["attempt"]) == ("queued", 1), stopped

@@ -1,4 +1,5 @@
-"""an index in queue order, so a queued job's position is a short range count
+"""indexes for polling: jobs in queue order (a queued job's position is a short range
+count) and metric points by job and time (an event stream's new points)
 
 Revision ID: 0003
 Revises: 0002
@@ -19,7 +20,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_queue_order", "jobs", ["status", "queue", "created_at", "id"], unique=False
     )
+    op.create_index("ix_metrics_job_time", "metrics", ["job_id", "time"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_metrics_job_time", table_name="metrics")
     op.drop_index("ix_jobs_queue_order", table_name="jobs")

@@ -1,0 +1,39 @@
+"""Server-Sent Events framing and the JSON data of each event."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import groupby
+from operator import attrgetter
+
+from app.schemas.events import MetricsEventData, ProgressEventData
+from app.schemas.jobs import JobProgress, MetricSeriesPublic
+from app.services.events.reads import JobState, Point
+
+KEEPALIVE = ": keep-alive\n\n"
+
+
+def frame(event: str, event_id: str, data: str) -> str:
+    """One event; `data` is one line of JSON (pydantic never writes newlines in it)."""
+    return f"id: {event_id}\nevent: {event}\ndata: {data}\n\n"
+
+
+def progress_data(state: JobState) -> str:
+    progress = JobProgress.model_validate(state.progress) if state.progress else None
+    return ProgressEventData(progress=progress, eta_seconds=state.eta_seconds).model_dump_json()
+
+
+def metrics_data(points: Sequence[Point]) -> str:
+    """`points` ordered by (name, step), as series like `GET /v1/jobs/{id}/metrics`'s."""
+    series = [
+        MetricSeriesPublic(
+            name=name,
+            step=[p.step for p in group],
+            epoch=[p.epoch for p in group],
+            value=[p.value if math.isfinite(p.value) else None for p in group],
+            time=[p.time for p in group],
+        )
+        for name, group in ((name, list(g)) for name, g in groupby(points, attrgetter("name")))
+    ]
+    return MetricsEventData(series=series).model_dump_json()

@@ -1,0 +1,214 @@
+"""What the API answers, as small dataclasses: `Job`, `Dataset`, `Metrics`, `Prediction`.
+
+Each keeps the whole JSON body in `raw`, so fields added to the API later are not lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Progress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    fraction: float
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> Progress | None:
+        if not body:
+            return None
+        return cls(
+            int(body["epoch"]),
+            int(body["epochs"]),
+            int(body["step"]),
+            int(body["steps"]),
+            float(body["fraction"]),
+        )
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+    epoch: int | None = None
+    step: int | None = None
+
+    def __str__(self) -> str:
+        where = ", ".join(
+            f"{name} {value}"
+            for name, value in (("epoch", self.epoch), ("step", self.step))
+            if value is not None
+        )
+        return f"{self.code}: {self.message}" + (f" ({where})" if where else "")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training job (API.md, "Job body")."""
+
+    id: str
+    name: str
+    status: str
+    attempt: int
+    dataset: str
+    device: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    queue_position: int | None
+    progress: Progress | None
+    eta_seconds: float | None
+    summary: dict[str, Any] | None
+    error: JobError | None
+    spec: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Job:
+        error = body.get("error")
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body["status"],
+            attempt=body.get("attempt", 1),
+            dataset=body.get("dataset", ""),
+            device=body.get("device", ""),
+            created_at=body.get("created_at", ""),
+            started_at=body.get("started_at"),
+            finished_at=body.get("finished_at"),
+            queue_position=body.get("queue_position"),
+            progress=Progress.from_json(body.get("progress")),
+            eta_seconds=body.get("eta_seconds"),
+            summary=body.get("summary"),
+            error=JobError(**error) if error else None,
+            spec=body.get("spec") or {},
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An uploaded or built-in dataset (API.md, "Dataset body")."""
+
+    id: str
+    name: str
+    format: str
+    task: str
+    num_examples: int
+    input_shape: list[int]
+    target_shape: list[int]
+    num_classes: int | None
+    class_names: list[str] | None
+    size_bytes: int
+    created_at: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Dataset:
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            format=body["format"],
+            task=body["task"],
+            num_examples=body["num_examples"],
+            input_shape=list(body["input_shape"]),
+            target_shape=list(body["target_shape"]),
+            num_classes=body.get("num_classes"),
+            class_names=body.get("class_names"),
+            size_bytes=body.get("size_bytes", 0),
+            created_at=body.get("created_at", ""),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric as parallel lists, ordered by step; a value is None where not finite."""
+
+    name: str
+    step: list[int]
+    epoch: list[int]
+    value: list[float | None]
+    time: list[str]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Series:
+        return cls(
+            name=body["name"],
+            step=list(body["step"]),
+            epoch=list(body["epoch"]),
+            value=list(body["value"]),
+            time=list(body["time"]),
+        )
+
+    @property
+    def last(self) -> float | None:
+        return self.value[-1] if self.value else None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A job's metric series by name, and the same as columns (one row per step)."""
+
+    job_id: str
+    series: dict[str, Series]
+
+    def __getitem__(self, name: str) -> Series:
+        return self.series[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.series
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.series)
+
+    def columns(self, names: list[str] | None = None) -> dict[str, list[Any]]:
+        """`{"step": [...], "epoch": [...], <series name>: [...]}`: one row per step at which
+        any of the chosen series (default all) has a point, None where a series has none."""
+        chosen = [self.series[name] for name in (names or self.names)]
+        epoch_at: dict[int, int] = {}
+        for series in chosen:
+            epoch_at.update(zip(series.step, series.epoch, strict=True))
+        steps = sorted(epoch_at)
+        table: dict[str, list[Any]] = {"step": steps, "epoch": [epoch_at[s] for s in steps]}
+        for series in chosen:
+            at_step = dict(zip(series.step, series.value, strict=True))
+            table[series.name] = [at_step.get(step) for step in steps]
+        return table
+
+    def to_pandas(self, names: list[str] | None = None) -> Any:
+        """`columns()` as a `pandas.DataFrame` indexed by step (needs pandas installed)."""
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError("Metrics.to_pandas needs pandas: pip install pandas") from error
+        return pandas.DataFrame(self.columns(names)).set_index("step")
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Metrics:
+        series = (Series.from_json(item) for item in body["series"])
+        return cls(body["job_id"], {item.name: item for item in series})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's outputs for each input, and the predicted class for classification."""
+
+    outputs: list[Any]
+    classes: list[int] | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Prediction:
+        return cls(body["outputs"], body.get("classes"), body)

@@ -1,0 +1,135 @@
+"""How the CLI shows jobs, datasets and metrics: rich tables and a plain summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.table import Table
+
+from backprop_client.models import Dataset, Job, Metrics
+
+# Per-step or diagnostic series, left out of `backprop metrics` tables unless asked for.
+TABLE_HIDDEN_SERIES = (
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "epoch_seconds",
+    "samples_per_second",
+)
+
+
+def number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def epochs_done(job: Job) -> str:
+    if job.progress is None:
+        return ""
+    return f"{job.progress.epoch}/{job.progress.epochs}"
+
+
+def _table(*headers: str) -> Table:
+    """Columns that fold a long value onto more lines in a narrow terminal, never cut it."""
+    table = Table(box=None)
+    for header in headers:
+        if header in ("id", "status"):  # a UUID stays on one line, to be copied and pasted
+            table.add_column(header, no_wrap=True)
+        else:
+            table.add_column(header, overflow="fold")
+    return table
+
+
+def jobs_table(jobs: Iterable[Job]) -> Table:
+    table = _table("id", "name", "status", "epoch", "loss", "val_loss")
+    for job in jobs:
+        summary = job.summary or {}
+        table.add_row(
+            job.id,
+            job.name,
+            job.status,
+            epochs_done(job),
+            number(summary.get("loss")),
+            number(summary.get("val_loss")),
+        )
+    return table
+
+
+def job_table(job: Job) -> Table:
+    """One job, a row per field; the summary's metrics and the error at the end."""
+    table = _table("field", "value")
+    table.show_header = False
+    progress = job.progress
+    steps = f"{epochs_done(job)} (step {progress.step}/{progress.steps})" if progress else None
+    rows: list[tuple[str, Any]] = [
+        ("id", job.id),
+        ("name", job.name),
+        ("status", job.status),
+        ("dataset", job.dataset),
+        ("device", job.device),
+        ("worker", job.raw.get("worker")),
+        ("attempt", job.attempt),
+        ("queue position", job.queue_position),
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+        ("epoch", steps),
+        ("eta", None if job.finished else duration(job.eta_seconds) or None),
+        *((key, number(value)) for key, value in (job.summary or {}).items() if value is not None),
+        ("error", str(job.error) if job.error else None),
+    ]
+    for field, value in rows:
+        if value is not None:
+            table.add_row(field, str(value))
+    return table
+
+
+def datasets_table(datasets: Iterable[Dataset]) -> Table:
+    table = _table("id", "name", "format", "task", "examples", "input", "classes")
+    for dataset in datasets:
+        table.add_row(
+            dataset.id,
+            dataset.name,
+            dataset.format,
+            dataset.task,
+            str(dataset.num_examples),
+            "×".join(str(size) for size in dataset.input_shape),
+            number(dataset.num_classes),
+        )
+    return table
+
+
+def metrics_table(metrics: Metrics, names: list[str]) -> Table:
+    columns = metrics.columns(names)
+    table = _table(*columns)
+    for row in zip(*columns.values(), strict=True):
+        table.add_row(*(number(value) for value in row))
+    return table
+
+
+def table_series(metrics: Metrics) -> list[str]:
+    """The series a metrics table shows by default: the once-per-epoch ones that matter."""
+    return [name for name in metrics.names if name not in TABLE_HIDDEN_SERIES]
+
+
+def summary_lines(job: Job) -> list[str]:
+    """How a watched job ended, as plain lines (they must survive a non-terminal capture)."""
+    lines = [f"job {job.name} ({job.id}) {job.status}"]
+    if job.error:
+        lines.append(f"  error: {job.error}")
+    for key, value in (job.summary or {}).items():
+        if value is not None:
+            lines.append(f"  {key:<20} {number(value)}")
+    return lines
