@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from itertools import groupby
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,15 +45,7 @@ def job_metrics(
         points = list(group)
         if max_points is not None:
             points = [points[i] for i in downsample([p.value for p in points], max_points)]
-        series.append(
-            MetricSeriesPublic(
-                name=name,
-                step=[p.step for p in points],
-                epoch=[p.epoch for p in points],
-                value=[p.value if math.isfinite(p.value) else None for p in points],
-                time=[p.time for p in points],
-            )
-        )
+        series.append(series_public(name, points))
     return JobMetricsPublic(job_id=job_id, series=series)
 
 
@@ -83,3 +77,27 @@ def _nearest_unused(target: int, used: set[int], n: int) -> int:
             if 0 <= candidate < n and candidate not in used:
                 return candidate
     raise ValueError("every index is used")  # unreachable: callers keep fewer than n
+
+
+class MetricPoint(Protocol):
+    """A metric row, or the events poller's copy of one."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def time(self) -> datetime: ...
+
+
+def series_public(name: str, points: Sequence[MetricPoint]) -> MetricSeriesPublic:
+    """One series as the API shows it: columns, with null for a value that is not finite."""
+    return MetricSeriesPublic(
+        name=name,
+        step=[p.step for p in points],
+        epoch=[p.epoch for p in points],
+        value=[p.value if math.isfinite(p.value) else None for p in points],
+        time=[p.time for p in points],
+    )

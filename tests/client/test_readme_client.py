@@ -27,20 +27,23 @@ def checkout(tmp_path: Path, data_dir: Path) -> tuple[Path, dict[str, str]]:
     return home, env
 
 
+def run_in_checkout(
+    argv: list[str], data_dir: Path, tmp_path: Path
+) -> tuple[Path, subprocess.CompletedProcess[str], str]:
+    """Run a README block as a new user would, in a fresh checkout; it must succeed."""
+    home, env = checkout(tmp_path, data_dir)
+    done = subprocess.run(argv, cwd=home, env=env, capture_output=True, text=True, timeout=SECONDS)
+    transcript = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, transcript
+    return home, done, transcript
+
+
 def test_the_command_line_section_runs_as_written(data_dir: Path, tmp_path: Path) -> None:
     blocks = sh_blocks(section(README.read_text(), "The command line"))
     assert len(blocks) >= 3, blocks
-    home, env = checkout(tmp_path, data_dir)
-    done = subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", "\n".join(blocks)],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SECONDS,
+    home, done, transcript = run_in_checkout(
+        ["bash", "-e", "-o", "pipefail", "-c", "\n".join(blocks)], data_dir, tmp_path
     )
-    transcript = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert done.returncode == 0, transcript
     assert re.search(r"^job iris-mlp \(.{36}\) succeeded$", done.stdout, re.MULTILINE), transcript
     assert re.search(r"^  val_accuracy +0\.\d+", done.stdout, re.MULTILINE), transcript
     assert "• loss   × val_loss" in done.stdout, transcript  # the chart's legend
@@ -53,17 +56,7 @@ def test_the_python_section_runs_as_written(data_dir: Path, tmp_path: Path) -> N
         r"^```python\n(.*?)^```", section(README.read_text(), "Train from Python"), re.M | re.S
     )
     assert len(blocks) == 1, blocks
-    home, env = checkout(tmp_path, data_dir)
-    done = subprocess.run(
-        [sys.executable, "-c", blocks[0]],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SECONDS,
-    )
-    transcript = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert done.returncode == 0, transcript
+    home, done, transcript = run_in_checkout([sys.executable, "-c", blocks[0]], data_dir, tmp_path)
     assert re.search(r"^succeeded 0\.\d+$", done.stdout, re.MULTILINE), transcript
     assert re.search(r"^epoch \d+ eta ", done.stdout, re.MULTILINE), transcript
     assert done.stdout.rstrip().endswith("['setosa']"), transcript

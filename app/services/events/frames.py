@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import groupby
 from operator import attrgetter
 
 from app.schemas.events import MetricsEventData, ProgressEventData
-from app.schemas.jobs import JobProgress, MetricSeriesPublic
+from app.schemas.jobs import JobProgress
 from app.services.events.reads import JobState, Point
+from app.services.metrics_query import series_public
 
 KEEPALIVE = ": keep-alive\n\n"
 
@@ -27,13 +27,6 @@ def progress_data(state: JobState) -> str:
 def metrics_data(points: Sequence[Point]) -> str:
     """`points` ordered by (name, step), as series like `GET /v1/jobs/{id}/metrics`'s."""
     series = [
-        MetricSeriesPublic(
-            name=name,
-            step=[p.step for p in group],
-            epoch=[p.epoch for p in group],
-            value=[p.value if math.isfinite(p.value) else None for p in group],
-            time=[p.time for p in group],
-        )
-        for name, group in ((name, list(g)) for name, g in groupby(points, attrgetter("name")))
+        series_public(name, list(group)) for name, group in groupby(points, attrgetter("name"))
     ]
     return MetricsEventData(series=series).model_dump_json()
