@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -46,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings,
             )
         )
+        # What start-up made (JAX, the routes, the schemas: ~190k objects) lives as long as
+        # the process; moved out of the collector's sight, a full collection stops costing
+        # ~70 ms, which was the API's p99 latency under load.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

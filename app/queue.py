@@ -52,6 +52,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Broadcast (pidbox) exchanges; the default is ./control in the working directory.
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            # Poll the folder ten times a second, not once: an idle worker picks a job up
+            # (and notices a shutdown) within a tenth of a second.
+            "polling_interval": 0.1,
         }
     return config
 

@@ -57,8 +57,48 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+class RoutingSession(Session):
+    """A Session whose `reading()` blocks run on its engine's autocommit twin.
+
+    The twin is a second engine with connections that stay in autocommit, so a read pays
+    neither BEGIN/COMMIT round trips nor switching a pooled connection in and out of
+    autocommit (both cost as much as the read itself). Objects read stay in this session,
+    so a write after a read (cancel after the lookup) works on the same instances.
+    """
+
+    def __init__(self, *args: Any, reader: Engine | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.reader = reader
+        self.reading = False
+
+    def get_bind(self, mapper: Any = None, **kwargs: Any) -> Any:
+        if self.reading and self.reader is not None:
+            return self.reader
+        return super().get_bind(mapper, **kwargs)
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    reader = _reader_engine(engine)
+    return sessionmaker(engine, class_=RoutingSession, reader=reader, expire_on_commit=False)
+
+
+def _reader_engine(engine: Engine) -> Engine:
+    if engine.dialect.name == "sqlite":
+        # The same pool; the "begin" listener skips BEGIN IMMEDIATE for these connections.
+        return engine.execution_options(**{_READING: True})
+    reader = create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+    )
+
+    @event.listens_for(engine, "engine_disposed")
+    def _dispose_reader(_engine: Any) -> None:
+        reader.dispose()
+
+    return reader
 
 
 @contextmanager
@@ -75,10 +115,16 @@ def reading(session: Session) -> Iterator[Session]:
 
     It saves the BEGIN and COMMIT round trips on PostgreSQL (autocommit) and, on SQLite, the
     write lock that every transaction takes up front there (see `make_engine`), so readers
-    never queue behind a writer.
+    never queue behind a writer. A session not made by `make_sessionmaker` reads in an
+    ordinary transaction.
     """
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    options = {_READING: True} if sqlite else {"isolation_level": "AUTOCOMMIT"}
-    with session.begin():
-        session.connection(execution_options=options)
-        yield session
+    if not isinstance(session, RoutingSession):
+        with session.begin():
+            yield session
+        return
+    session.reading = True
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.reading = False
