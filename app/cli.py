@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,11 +62,18 @@ def api(args: argparse.Namespace) -> None:
 
     from app.main import create_app
     from app.services.events.server import run_api
+    from app.services.monitoring import MULTIPROCESS_DIR_VARIABLE
 
     settings = _settings(args)
-    if args.workers > 1:
-        # Several processes (the GIL bounds one): each builds its app from the environment,
-        # which `_settings` has already completed.
+    if args.workers <= 1:
+        run_api(create_app(settings), host=args.host, port=args.port)
+        return
+    # Several processes (the GIL bounds one): each builds its app from the environment,
+    # which `_settings` has already completed, and keeps its Prometheus series in files
+    # that every process's `/metrics` sums (app/services/monitoring).
+    metrics_dir = tempfile.mkdtemp(prefix="backprop-api-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
+    try:
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -74,11 +82,11 @@ def api(args: argparse.Namespace) -> None:
             port=args.port,
             log_level="info",
             # Open event streams last until their jobs end: cut them off (clients resume
-            # with Last-Event-ID) rather than wait. One process ends them more cleanly:
+            # with Last-Event-ID) rather than wait. One process ends them more cleanly.
             timeout_graceful_shutdown=3,
         )
-    else:
-        run_api(create_app(settings), host=args.host, port=args.port)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from pydantic import AfterValidator
 from app.routers.jobs import JobDep, job_errors
 from app.schemas.common import error_responses
 from app.services.events import EventCursor, JobEventHub
+from app.services.monitoring import counted
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401))
 
@@ -79,12 +80,13 @@ def event_hub(request: Request) -> JobEventHub:
     },
 )
 async def job_events(
+    request: Request,
     job: JobDep,
     hub: Annotated[JobEventHub, Depends(event_hub)],
     cursor: Annotated[EventCursor | None, Depends(event_cursor)],
 ) -> StreamingResponse:
     return StreamingResponse(
-        hub.stream(job.id, cursor),
+        counted(hub.stream(job.id, cursor), request.app.state.event_streams),
         media_type="text/event-stream",
         # No caching, and no buffering by nginx-style proxies, which would delay events.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
