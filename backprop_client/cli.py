@@ -54,7 +54,7 @@ def _run(command: Command, args: argparse.Namespace) -> None:
     try:
         with Client(args.url, args.api_key, data_dir=args.data_dir) as client:
             code = command(client, args, console)
-    except (BackpropError, SpecFileError, TimeoutError, FileNotFoundError) as error:
+    except (BackpropError, SpecFileError, TimeoutError, OSError) as error:
         print(f"backprop: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
@@ -130,6 +130,12 @@ def metrics(client: Client, args: argparse.Namespace, console: Console) -> int:
     if args.json:
         _print_json({name: vars(series) for name, series in found.series.items()})
         return 0
+    missing = [name for name in args.name or [] if name not in found]
+    if missing:  # the server answers an unknown name with no series, not an error
+        print(
+            f"backprop: error: job {args.job} has no series {', '.join(missing)}", file=sys.stderr
+        )
+        return 1
     if not found.names:
         print(f"job {args.job} has no metrics yet", file=sys.stderr)
         return 0

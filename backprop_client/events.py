@@ -199,7 +199,7 @@ class JobEvents:
         headers = {"Accept": "text/event-stream"}
         if self.last_id is not None:
             headers["Last-Event-ID"] = self.last_id
-        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT)
+        timeout = httpx.Timeout(10.0, read=self._read_timeout())
         url = f"/v1/jobs/{self.job_id}/events"
         with self.http.stream("GET", url, headers=headers, timeout=timeout) as response:
             content_type = response.headers.get("content-type", "")
@@ -236,6 +236,12 @@ class JobEvents:
             admitted = self.seen.admit(event, polled=True)
             if admitted is not None:
                 yield admitted
+
+    def _read_timeout(self) -> float:
+        """A silent stream is checked against the deadline, not only when a line comes."""
+        if self.deadline is None:
+            return STREAM_READ_TIMEOUT
+        return min(STREAM_READ_TIMEOUT, max(self.deadline - time.monotonic(), 0.0) + 0.1)
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:

@@ -39,6 +39,11 @@ class JobError:
     epoch: int | None = None
     step: int | None = None
 
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> JobError:
+        """Only the known keys: an error field the API adds later must not break `Job`."""
+        return cls(body["code"], body["message"], body.get("epoch"), body.get("step"))
+
     def __str__(self) -> str:
         where = ", ".join(
             f"{name} {value}"
@@ -90,7 +95,7 @@ class Job:
             progress=Progress.from_json(body.get("progress")),
             eta_seconds=body.get("eta_seconds"),
             summary=body.get("summary"),
-            error=JobError(**error) if error else None,
+            error=JobError.from_json(error) if error else None,
             spec=body.get("spec") or {},
             raw=body,
         )

@@ -3,6 +3,7 @@ simulated by writing its rows from another engine, as a worker process would."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from app.config import Settings
 from app.db.engine import make_engine, make_sessionmaker, transaction
 from app.db.models import Job, Metric
 from app.db.types import utcnow
+from app.services.events import JobEventHub
 from app.services.events.server import EventStreamingServer
 from tests.servers import free_port, wait_until
 from tests.sse import Event, events
@@ -340,3 +342,41 @@ def test_a_shutdown_ends_open_streams_instead_of_waiting_for_them(live: Live) ->
         assert stream.ended()
     live.thread.join(10)
     assert not live.thread.is_alive()
+
+
+def test_a_failed_poller_ends_its_streams_and_the_next_one_recovers(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = live.submit()
+
+    def broken(updates: Any) -> None:
+        raise RuntimeError("a bug in the poller")
+
+    monkeypatch.setattr("app.services.events.hub._Rendered", broken)
+    with live.stream(job_id) as response:
+        assert Reader(response).ended()  # within the client's timeout, not never
+    monkeypatch.undo()
+    with live.stream(job_id) as response:
+        assert Reader(response).expect("status").data["status"] == "queued"
+
+
+def test_a_watcher_that_stops_reading_is_ended_instead_of_buffered(live: Live) -> None:
+    job_id = live.submit()
+    live.set_job(job_id, status="running", worker="w1", started_at=utcnow())
+
+    async def follow_without_reading() -> list[str]:
+        hub = JobEventHub(live.app.state.sessionmaker, poll_seconds=0.01, max_backlog_frames=3)
+        stream = hub.stream(job_id, None)
+        assert "event: status" in await anext(stream)  # now watching, then never reading
+        deadline = time.monotonic() + 30
+        step = 0
+        while hub.watchers:
+            assert time.monotonic() < deadline, "the hub kept buffering for a stalled reader"
+            step += 1
+            await asyncio.to_thread(live.set_job, job_id, progress=progress(step))
+            await asyncio.sleep(0.02)  # yield to the poller (the deadline bounds the loop)
+        rest = [chunk async for chunk in stream]
+        await hub.close()
+        return rest
+
+    assert asyncio.run(follow_without_reading()) == []  # the backlog went; the client resumes

@@ -81,6 +81,9 @@ def test_list_status_metrics_and_plot(
     assert len(table) == 1 + 100  # one row per epoch
     assert table[-1].split()[:3] == ["100", "99", "1"]
 
+    unknown = backprop(data_dir, "metrics", job_id, "--name", "nope", cwd=tmp_path, check=False)
+    assert unknown.returncode == 1 and "has no series nope" in unknown.stderr, unknown.stderr
+
     chart = backprop(data_dir, "logs", job_id, "--plot", "--log", cwd=tmp_path).stdout
     lines = chart.splitlines()
     assert sum("┤" in line for line in lines) == 15 and "• loss" in lines[-1], chart

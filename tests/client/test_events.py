@@ -5,7 +5,10 @@ MockTransport), where the timing of a real one could not be controlled."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -205,3 +208,40 @@ def test_errors_and_timeouts_while_following() -> None:
     never_ends = polling_server(lambda: httpx.Response(404))
     with scripted_client(never_ends) as client, pytest.raises(TimeoutError, match="still"):
         client.wait(JOB_ID, timeout=0, poll_interval=0)
+
+
+class SilentServer(ThreadingHTTPServer):
+    """Answers with an event stream that sends nothing until released (a stalled server)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), SilentStream)
+        self.release = threading.Event()
+
+
+class SilentStream(BaseHTTPRequestHandler):
+    server: SilentServer
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.flush()
+        self.server.release.wait(30)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_timeout_holds_on_a_silent_stream() -> None:
+    server = SilentServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_port}", "bp_key") as client:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError, match=r"still unknown after 0\.5 s"):
+                client.wait(JOB_ID, timeout=0.5)
+            assert time.monotonic() - started < 10  # not the 60 s a silent read may take
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()

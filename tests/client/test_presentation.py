@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import backprop_client
-from backprop_client import Metrics, SpecFileError, load_spec
+from backprop_client import Job, Metrics, SpecFileError, load_spec
 from backprop_client.plot import line_chart
 
 
@@ -95,3 +95,9 @@ def test_the_package_exports_its_names_lazily() -> None:
         assert getattr(backprop_client, name).__name__ == name
     with pytest.raises(AttributeError):
         backprop_client.NotAName  # noqa: B018
+
+
+def test_a_job_error_with_a_field_added_later_still_reads() -> None:
+    error = {"code": "timeout", "message": "over 60 s", "epoch": 2, "step": None, "hint": "new"}
+    job = Job.from_json({"id": "j", "name": "n", "status": "failed", "error": error})
+    assert str(job.error) == "timeout: over 60 s (epoch 2)"

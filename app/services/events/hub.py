@@ -10,6 +10,9 @@ Per watcher, in one tick: a status that is not terminal first (every new watcher
 then new metric points, then progress, and a terminal status last, after which its
 stream ends. A job that has already finished therefore sends its metrics before its
 status: the terminal status is always the last event.
+
+A stream ends early, and its client resumes with `Last-Event-ID`, when its client stops
+reading (so that its queue cannot grow without bound) or when the poller fails.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # events lag the workers' writes by at most this plus one read
 KEEPALIVE_SECONDS = 15.0
+# Frames queued for a client that stops reading (its socket full) before its stream is
+# ended instead: it reconnects with its Last-Event-ID and gets the same in a few frames.
+MAX_BACKLOG_FRAMES = 256
 
 
 class _Watcher:
@@ -52,6 +58,11 @@ class _Watcher:
     def end(self) -> None:
         self.frames.put_nowait(None)
 
+    def drop_backlog(self) -> None:
+        """Forget the frames not yet sent: a resume from the last one sent brings them back."""
+        while not self.frames.empty():
+            self.frames.get_nowait()
+
 
 class JobEventHub:
     def __init__(
@@ -60,10 +71,12 @@ class JobEventHub:
         *,
         poll_seconds: float = POLL_SECONDS,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        max_backlog_frames: int = MAX_BACKLOG_FRAMES,
     ):
         self.factory = factory
         self.poll_seconds = poll_seconds
         self.keepalive_seconds = keepalive_seconds
+        self.max_backlog_frames = max_backlog_frames
         self.ticks = 0  # polls done (tests compare the DB work with it)
         self._watchers: set[_Watcher] = set()
         self._wake = asyncio.Event()
@@ -118,18 +131,28 @@ class JobEventHub:
         return watcher
 
     async def _poll(self) -> None:
-        while self._watchers:
-            self._wake.clear()
-            watchers = list(self._watchers)
-            updates = await self._read(watchers)
-            if updates is not None:
-                rendered = _Rendered(updates)
-                for watcher in watchers:
-                    if watcher in self._watchers:
-                        self._deliver_or_end(watcher, rendered)
-            self.ticks += 1
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        try:
+            while self._watchers:
+                await self._tick()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        except Exception:
+            # Nothing would feed the open streams any more: end them, so that their clients
+            # reconnect (and the next watcher starts a new poller) instead of waiting forever.
+            log.exception("the job event poller failed; ending its streams")
+            for watcher in list(self._watchers):
+                self._finish(watcher)
+
+    async def _tick(self) -> None:
+        self._wake.clear()
+        watchers = list(self._watchers)
+        updates = await self._read(watchers)
+        if updates is not None:
+            rendered = _Rendered(updates)
+            for watcher in watchers:
+                if watcher in self._watchers:
+                    self._deliver_or_end(watcher, rendered)
+        self.ticks += 1
 
     async def _read(self, watchers: list[_Watcher]) -> Updates | None:
         """`read_updates` in a thread; a cancel waits for it, so the engine outlives it."""
@@ -150,6 +173,11 @@ class JobEventHub:
             self._deliver(watcher, rendered)
         except Exception:  # one job's bad row must not stop every stream; its client retries
             log.exception("job %s: could not build its events; ending the stream", watcher.job_id)
+            self._finish(watcher)
+            return
+        if watcher.frames.qsize() > self.max_backlog_frames:
+            log.info("job %s: a watcher stopped reading; ending its stream", watcher.job_id)
+            watcher.drop_backlog()
             self._finish(watcher)
 
     def _deliver(self, watcher: _Watcher, rendered: _Rendered) -> None:
