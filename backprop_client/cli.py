@@ -18,7 +18,7 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,12 +114,7 @@ def list_jobs(client: Client, args: argparse.Namespace, console: Console) -> Non
     from backprop_client.tables import jobs_table
 
     jobs = client.jobs(status=args.status, name=args.name, limit=args.limit)
-    if args.quiet:
-        print("\n".join(job.id for job in jobs))
-    elif args.json:
-        _print_json([job.raw for job in jobs])
-    else:
-        console.print(jobs_table(jobs))
+    _print_listing(jobs, jobs_table, args, console)
 
 
 def metrics(client: Client, args: argparse.Namespace, console: Console) -> int:
@@ -176,12 +171,19 @@ def datasets_list(client: Client, args: argparse.Namespace, console: Console) ->
     from backprop_client.tables import datasets_table
 
     datasets = client.datasets(builtin=args.builtin)
+    _print_listing(datasets, datasets_table, args, console)
+
+
+def _print_listing(
+    items: Sequence[Any], table: Callable[[Any], Any], args: argparse.Namespace, console: Console
+) -> None:
+    """Ids only (`--quiet`, for scripts), the API's JSON (`--json`), or a table."""
     if args.quiet:
-        print("\n".join(dataset.id for dataset in datasets))
+        print("\n".join(item.id for item in items))
     elif args.json:
-        _print_json([dataset.raw for dataset in datasets])
+        _print_json([item.raw for item in items])
     else:
-        console.print(datasets_table(datasets))
+        console.print(table(items))
 
 
 def add_commands(commands: Any) -> None:
