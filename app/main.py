@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await reconciler
             await app.state.events.close()
             engine.dispose()
+            gc.unfreeze()  # an app made and closed again (tests) can then be collected
 
     app = FastAPI(
         title="Backprop",
