@@ -7,6 +7,11 @@ each job's summary says: the device it trained on, samples/s (median of the epoc
 the first, which includes compiling) and the final validation accuracy.
 
     python bench/gpu_check.py [--epochs 20] [--mlp-examples 20000] [--timeout 240]
+    python bench/gpu_check.py --split --devices auto,gpu,cpu
+
+`--split` runs compose's processes instead (`backprop api`, `backprop worker --queues cpu`
+and `backprop worker --queues gpu`, named `cpu` and `gpu`), so the table's `worker` column
+shows where each job went: `auto` goes to the GPU worker while it is idle.
 
 The wide MLP trains on a synthetic upload (784 features, 10 classes given by a random
 linear map), large enough per step for a GPU to matter. A benchmark, not a test: CI has no
@@ -62,17 +67,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from app.cli import main; main()", "serve"]
-    command += ["--data-dir", str(data_dir), "--port", str(port)]
-    env = {
+BACKPROP = [sys.executable, "-c", "from app.cli import main; main()"]
+SPLIT_KEY = "bp_gpu_check_key"
+
+
+def spawn(args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **env,
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
+            BACKPROP + args, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=log.parent
         )
+
+
+def start(work: Path, port: int, split: bool) -> list[subprocess.Popen[bytes]]:
+    """`backprop serve`, or (`split`) compose's commands: `api`, a `cpu` and a `gpu` worker."""
+    data = str(work / "data")
+    if not split:
+        return [spawn(["serve", "--data-dir", data, "--port", str(port)], work / "serve.log")]
+    env = {"BACKPROP_DATA_DIR": data, "BACKPROP_BOOTSTRAP_API_KEY": SPLIT_KEY}
+    migrate = spawn(["migrate"], work / "migrate.log", **env)
+    if migrate.wait(120) != 0:
+        raise RuntimeError((work / "migrate.log").read_text())
+    return [
+        spawn(["api", "--port", str(port)], work / "serve.log", **env),
+        spawn(["worker", "--queues", "cpu"], work / "cpu.log", BACKPROP_WORKER_NAME="cpu", **env),
+        spawn(["worker", "--queues", "gpu"], work / "gpu.log", BACKPROP_WORKER_NAME="gpu", **env),
+    ]
+
+
+def wait_for_workers(client: httpx.Client, names: tuple[str, ...]) -> None:
+    """Until /metrics shows a heartbeat of each worker (`auto` routing counts only those)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        if all(f'backprop_worker_busy{{worker="{name}"}} 0.0' in text for name in names):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"workers {names} not idle and registered in 120 s")
 
 
 def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> None:
@@ -122,7 +157,7 @@ def row(job: dict[str, Any]) -> str:
     accuracy = summary.get("val_accuracy", summary.get("accuracy"))
     rate = summary.get("samples_per_second")
     return (
-        f"| {job['name']} | {job['spec']['device']} | {job['status']} | "
+        f"| {job['name']} | {job['spec']['device']} | {job['status']} | {job['worker']} | "
         f"{summary.get('device', '?')} | {rate:,.0f} | "
         f"{accuracy if accuracy is None else round(accuracy, 4)} | "
         f"{summary.get('epochs_completed')} | {job['wall_seconds']:.1f} |"
@@ -137,17 +172,27 @@ def main() -> int:
     parser.add_argument("--mlp-examples", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=240, help="per job, seconds")
     parser.add_argument("--devices", default="gpu,cpu", help="devices to ask for (gpu,cpu)")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="compose's processes (api, a cpu and a gpu worker) instead of `backprop serve`",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     work = Path(tempfile.mkdtemp(prefix="backprop-gpu-check-"))
     log = work / "serve.log"
     port = free_port()
-    server = start_serve(work / "data", port, log)
+    started = start(work, port, args.split)
+    server = started[0]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             wait_ready(client, server, log)
-            key = (work / "data" / "api_key").read_text().strip()
+            if args.split:
+                key = SPLIT_KEY
+                wait_for_workers(client, ("cpu", "gpu"))
+            else:
+                key = (work / "data" / "api_key").read_text().strip()
             client.headers["Authorization"] = f"Bearer {key}"
             cnn = copy.deepcopy(DIGITS_CNN)
             cnn["training"]["epochs"] = args.epochs
@@ -165,16 +210,19 @@ def main() -> int:
                     shown = ("name", "status", "summary", "error")
                     print(json.dumps({k: jobs[-1][k] for k in shown}), flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in started:
+            process.send_signal(signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
     print()
     print(
-        "| job | device asked | status | trained on | samples/s | val accuracy | epochs | wall s |"
+        "| job | device asked | status | worker | trained on | samples/s | val accuracy | epochs "
+        "| wall s |"
     )
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print("|---|---|---|---|---|---:|---:|---:|---:|")
     for job in jobs:
         print(row(job))
     by_name = {job["name"]: job for job in jobs}
