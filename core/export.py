@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from core.files import write_atomically
 from core.model import Model
 from core.spec import JobSpec, parse_spec
 
@@ -95,24 +95,7 @@ def write_model(
     over `path`; the directory is fsynced so the rename survives a crash. Returns the path.
     """
     data = export_model(params, model_state, spec, input_shape=input_shape)
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return final
+    return write_atomically(path, lambda file: file.write(data))
 
 
 def import_model(source: bytes | str | os.PathLike[str]) -> tuple[Params, Params, JobSpec]:

@@ -11,11 +11,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from core.data.dataset import Dataset, DatasetInfo
+from core.files import flush_to_disk, fsync_directory
 
 META_VERSION = 1
 _X, _Y, _META = "x.npy", "y.npy", "meta.json"
@@ -75,17 +76,17 @@ def save_converted(dataset: Dataset, directory: str | os.PathLike[str]) -> Path:
         for filename, array in ((_X, dataset.x), (_Y, dataset.y)):
             with open(staging / filename, "wb") as file:
                 np.save(file, np.ascontiguousarray(array), allow_pickle=False)
-                _flush(file)
+                flush_to_disk(file)
         meta = {"version": META_VERSION, "info": info_to_json(dataset.info)}
         with open(staging / _META, "w", encoding="utf-8") as file:
             json.dump(meta, file, indent=2)
-            _flush(file)
-        _fsync_directory(staging)
+            flush_to_disk(file)
+        fsync_directory(staging)
         os.rename(staging, directory)  # atomic; fails if directory appeared meanwhile
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_directory(directory.parent)  # make the rename itself durable
+    fsync_directory(directory.parent)  # make the rename itself durable
     return directory
 
 
@@ -114,16 +115,3 @@ def open_converted(directory: str | os.PathLike[str]) -> Dataset:
             f"{expected[0]}, {expected[1]}"
         )
     return Dataset(x=x, y=y, info=info)
-
-
-def _flush(file: IO[Any]) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

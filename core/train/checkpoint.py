@@ -10,14 +10,14 @@ a crash leaves either the old checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+from core.files import write_atomically
 
 _META = "__meta__"
 _GROUPS = "__groups__"  # in the metadata: which pytrees the file holds
@@ -39,23 +39,10 @@ def write_checkpoint_atomically(
         arrays.update({f"{group}{path}": leaf for path, leaf in _flatten(tree).items()})
     meta = {**meta, _GROUPS: sorted(trees)}
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    final = directory / f"ckpt-{epoch:06d}.npz"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return final
+    return write_atomically(
+        directory / f"ckpt-{epoch:06d}.npz",
+        lambda file: np.savez(file, allow_pickle=False, **arrays),
+    )
 
 
 def latest_checkpoint(directory: Path | None) -> Path | None:
