@@ -86,13 +86,8 @@ def _reader_engine(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         # The same pool; the "begin" listener skips BEGIN IMMEDIATE for these connections.
         return engine.execution_options(**{_READING: True})
-    reader = create_engine(
-        engine.url,
-        isolation_level="AUTOCOMMIT",
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_MAX_OVERFLOW,
-        pool_recycle=POOL_RECYCLE_SECONDS,
-    )
+    url = engine.url.render_as_string(hide_password=False)
+    reader = make_engine(url, isolation_level="AUTOCOMMIT")
 
     @event.listens_for(engine, "engine_disposed")
     def _dispose_reader(_engine: Any) -> None:

@@ -7,6 +7,7 @@ import re
 import shutil
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
@@ -74,14 +75,7 @@ async def create_dataset(
             row = DatasetRow(
                 id=dataset_id,
                 tenant_id=tenant_id,
-                name=info.name,
-                format=info.format,
-                task=info.task,
-                num_examples=info.num_examples,
-                input_shape=list(info.input_shape),
-                target_shape=list(info.target_shape),
-                num_classes=info.num_classes,
-                class_names=info.class_names,
+                **described(info),
                 size_bytes=upload.size_bytes,
                 sha256=upload.sha256,
                 storage_path=directory.relative_to(settings.data_dir).as_posix(),
@@ -152,19 +146,26 @@ def list_builtin_datasets() -> DatasetsPublic:
     return DatasetsPublic(data=[builtin_public(name) for name in BUILDERS], next_cursor=None)
 
 
+def described(info: DatasetInfo) -> dict[str, Any]:
+    """What a dataset's row and its public body say of its content."""
+    return {
+        "name": info.name,
+        "format": info.format,
+        "task": info.task,
+        "num_examples": info.num_examples,
+        "input_shape": list(info.input_shape),
+        "target_shape": list(info.target_shape),
+        "num_classes": info.num_classes,
+        "class_names": info.class_names,
+    }
+
+
 def builtin_public(name: str) -> DatasetPublic:
     info = load_builtin(name).info
     size_bytes, sha256 = builtin_fingerprint(name)
     return DatasetPublic(
         id=builtin_ref(name),
-        name=info.name,
-        format=info.format,
-        task=info.task,
-        num_examples=info.num_examples,
-        input_shape=list(info.input_shape),
-        target_shape=list(info.target_shape),
-        num_classes=info.num_classes,
-        class_names=info.class_names,
+        **described(info),
         size_bytes=size_bytes,
         sha256=sha256,
         created_at=BUILTIN_CREATED_AT,
