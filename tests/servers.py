@@ -37,7 +37,7 @@ PG_USER = "backprop"
 
 def missing(what: str, install: str) -> NoReturn:
     """Fail (CI, `BACKPROP_REQUIRE_SERVICES=1`) or skip: `what` is not available."""
-    message = f"{what}; install it with `{install}` to run the integration tests"
+    message = f"{what}; install it with `{install}` to run these tests"
     if os.environ.get(REQUIRE_SERVICES) == "1":
         pytest.fail(f"{message} ({REQUIRE_SERVICES}=1 requires them)", pytrace=False)
     pytest.skip(message)
