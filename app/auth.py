@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, Tenant
+from app.domain.db.models import ApiKey, Tenant
 
 KEY_PREFIX = "bp_"
 

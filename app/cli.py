@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    from app.db.migrate import upgrade_to_head
+    from app.domain.db.migrate import upgrade_to_head
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def migrate(args: argparse.Namespace) -> None:
 
 def keys_create(args: argparse.Namespace) -> None:
     from app.auth import create_api_key
-    from app.db.engine import make_engine, make_sessionmaker, transaction
+    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 
     settings = _settings(args)
     engine = make_engine(settings.resolved_database_url)
@@ -130,7 +130,7 @@ def serve(args: argparse.Namespace) -> None:
 def _announce_key(settings: Settings) -> None:
     """Make sure a new user has a key to paste into curl, and say where it is."""
     from app.auth import create_api_key
-    from app.db.engine import make_engine, make_sessionmaker, transaction
+    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 
     if settings.bootstrap_api_key:
         return  # create_app ensures it at start-up

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import Caller, KeyCache, hash_key, tenant_for_key
 from app.config import Settings
-from app.db.engine import reading
+from app.domain.db.engine import reading
 from app.queue import JobQueue
 
 

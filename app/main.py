@@ -12,12 +12,12 @@ from fastapi import FastAPI
 
 from app.auth import KeyCache, ensure_api_key
 from app.config import Settings, get_settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.leases import reconcile_periodically
 from app.errors import install_error_handlers
 from app.queue import JobQueue
 from app.routers import dashboard, datasets, events, health, jobs, monitoring, predict
 from app.services.events import JobEventHub
-from app.services.leases import reconcile_periodically
 from app.services.monitoring import install_monitoring
 from app.services.predict import PredictionService
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_api_key:
             with transaction(app.state.sessionmaker) as session:
                 ensure_api_key(session, settings.bootstrap_api_key)
-        # Re-queues jobs whose worker died and re-sends lost messages (app.services.leases).
+        # Re-queues jobs whose worker died and re-sends lost messages (app.domain.leases).
         reconciler = asyncio.create_task(
             reconcile_periodically(
                 app.state.sessionmaker,

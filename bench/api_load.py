@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))  # `tests` is not installed: reuse its server help
 import pytest  # noqa: E402  (tests/servers.py reports a missing server through pytest)
 from sqlalchemy import create_engine, select  # noqa: E402
 
-from app.db.models import Worker  # noqa: E402
+from app.domain.db.models import Worker  # noqa: E402
 from tests.integration.processes import (  # noqa: E402
     ManagedProcess,
     backprop_command,

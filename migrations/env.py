@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from app.config import Settings
-from app.db.engine import make_engine
-from app.db.models import Base
+from app.domain.db.engine import make_engine
+from app.domain.db.models import Base
 
 config = context.config
 url = config.attributes.get("database_url") or Settings().resolved_database_url

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db.models import Base
+from app.domain.db.models import Base
 
 # Rows per statement: well under SQLite's bound-parameter limit for our widest rows.
 UPSERT_BATCH = 500

@@ -24,10 +24,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.engine import transaction
-from app.db.models import Artifact, Job, Metric
-from app.db.types import utcnow
-from app.services.leases import owned, update_owned_job
+from app.domain.db.engine import transaction
+from app.domain.db.models import Artifact, Job, Metric
+from app.domain.db.types import utcnow
+from app.domain.leases import owned, update_owned_job
 from core.train import Callbacks, MetricPoint, Progress
 from worker.db import upsert
 

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
-from app.db.models import Worker
-from app.db.types import utcnow
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.models import Worker
+from app.domain.db.types import utcnow
 from worker.db import upsert
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
-from app.db.models import Artifact, Job
-from app.db.types import utcnow
-from app.services.dataset_store import UnknownDatasetError, open_dataset
-from app.services.leases import finish_job, owned, update_owned_job
+from app.domain.dataset_store import UnknownDatasetError, open_dataset
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.models import Artifact, Job
+from app.domain.db.types import utcnow
+from app.domain.leases import finish_job, owned, update_owned_job
 from core.data import Dataset
 from core.errors import DatasetError, SpecError, TrainingError
 from core.export import import_model, write_model

@@ -26,10 +26,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
-from app.db.models import Job
-from app.db.types import utcnow
-from app.services.leases import (
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.models import Job
+from app.domain.db.types import utcnow
+from app.domain.leases import (
     claim_job,
     finish_job,
     hand_back_job,

@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
-from app.db.engine import reading
-from app.db.models import Dataset
 from app.deps import CurrentTenant, SessionDep, SettingsDep
+from app.domain.dataset_store import dataset_row
+from app.domain.db.engine import reading
+from app.domain.db.models import Dataset
 from app.schemas.common import PageQuery, error_responses
 from app.schemas.datasets import DatasetPublic, DatasetsPublic, upload_request_body
 from app.services import datasets
-from app.services.dataset_store import dataset_row
 
 _EXAMPLE_ID = "0b7e8f5c-3f0a-4c1e-9d2b-6a5e4c3b2a19"
 _EXAMPLES: dict[int, Any] = {

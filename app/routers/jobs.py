@@ -9,8 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import WithJsonSchema
 
-from app.db.models import Job
 from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
+from app.domain.db.models import Job
 from app.schemas.common import error_responses
 from app.schemas.jobs import (
     JobMetricsPublic,

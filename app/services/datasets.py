@@ -18,19 +18,19 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from app.db.engine import reading
-from app.db.models import Dataset as DatasetRow
-from app.db.models import Job
-from app.db.types import new_id
-from app.pagination import newest_first_page
-from app.schemas.common import PageQuery
-from app.schemas.datasets import DatasetPublic, DatasetsPublic, DatasetUploadForm
-from app.services.dataset_store import (
+from app.domain.dataset_store import (
     BUILTIN_CREATED_AT,
     builtin_fingerprint,
     builtin_ref,
     dataset_directory,
 )
+from app.domain.db.engine import reading
+from app.domain.db.models import Dataset as DatasetRow
+from app.domain.db.models import Job
+from app.domain.db.types import new_id
+from app.pagination import newest_first_page
+from app.schemas.common import PageQuery
+from app.schemas.datasets import DatasetPublic, DatasetsPublic, DatasetUploadForm
 from app.services.upload_stream import ReceivedUpload, receive_upload
 from core.data import (
     BUILDERS,

@@ -13,9 +13,9 @@ from safetensors import safe_open
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db.engine import reading
-from app.db.models import Job
-from app.services import dataset_store
+from app.domain import dataset_store
+from app.domain.db.engine import reading
+from app.domain.db.models import Job
 from core.data import BUILDERS, DatasetInfo
 from core.errors import SpecError
 from core.model import Model

@@ -20,13 +20,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from app.config import Settings
-from app.db.engine import reading
-from app.db.models import Job, Worker
-from app.db.types import UTCDateTime, new_id, utcnow
+from app.domain import dataset_store
+from app.domain.db.engine import reading
+from app.domain.db.models import Job, Worker
+from app.domain.db.types import UTCDateTime, new_id, utcnow
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import TERMINAL_STATUSES, JobPublic, JobsPublic, JobsQuery
-from app.services import dataset_store
 from app.services.job_checks import check_datasets, check_init_from
 from core.model import check_shapes
 from core.spec import parse_spec

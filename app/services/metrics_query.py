@@ -11,8 +11,8 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.engine import reading
-from app.db.models import Metric
+from app.domain.db.engine import reading
+from app.domain.db.models import Metric
 from app.schemas.jobs import JobMetricsPublic, MetricSeriesPublic
 
 MIN_POINTS = 4  # downsampling always keeps the first, last, min and max points

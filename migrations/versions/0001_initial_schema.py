@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db.types
+import app.domain.db.types
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("name", name=op.f("uq_tenants_name")),
     )
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("queues", sa.JSON(), nullable=False),
         sa.Column("has_gpu", sa.Boolean(), nullable=False),
         sa.Column("running_job_id", sa.String(length=36), nullable=True),
-        sa.Column("last_seen", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_workers")),
     )
     op.create_table(
@@ -43,8 +43,8 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=36), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
-        sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("storage_path", sa.Text(), nullable=False),
-        sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -102,7 +102,9 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column("worker", sa.String(length=200), nullable=True),
-        sa.Column("lease_expires_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "lease_expires_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("progress", sa.JSON(), nullable=True),
         sa.Column("eta_seconds", sa.Float(), nullable=True),
@@ -111,9 +113,9 @@ def upgrade() -> None:
         sa.Column("checkpoint_path", sa.Text(), nullable=True),
         sa.Column("checkpoint_epoch", sa.Integer(), nullable=True),
         sa.Column("model_path", sa.Text(), nullable=True),
-        sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["dataset_id"],
             ["datasets.id"],
@@ -154,7 +156,7 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer(), nullable=True),
         sa.Column("step", sa.Integer(), nullable=True),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_artifacts_job_id_jobs"), ondelete="CASCADE"
         ),
@@ -170,7 +172,7 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
-        sa.Column("time", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("time", app.domain.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_metrics_job_id_jobs"), ondelete="CASCADE"
         ),

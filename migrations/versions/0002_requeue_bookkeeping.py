@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db.types
+import app.domain.db.types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -21,11 +21,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("enqueued_at", app.db.types.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("enqueued_at", app.domain.db.types.UTCDateTime(timezone=True), nullable=True)
         )
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("idle_since", app.db.types.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("idle_since", app.domain.db.types.UTCDateTime(timezone=True), nullable=True)
         )
 
 

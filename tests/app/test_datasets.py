@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Dataset, Job, Tenant
-from app.services import dataset_store
+from app.domain import dataset_store
+from app.domain.db.engine import transaction
+from app.domain.db.models import Dataset, Job, Tenant
 from tests.app.files import (
     IRIS_CSV,
     MULTIPART,

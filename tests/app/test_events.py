@@ -20,9 +20,9 @@ from sqlalchemy import Engine, event, update
 
 from app.auth import create_api_key
 from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
-from app.db.models import Job, Metric
-from app.db.types import utcnow
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.models import Job, Metric
+from app.domain.db.types import utcnow
 from app.services.events import JobEventHub
 from app.services.events.server import EventStreamingServer
 from tests.servers import free_port, wait_until

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Dataset, Job, Metric, Tenant, Worker
-from app.db.types import utcnow
+from app.domain.db.engine import transaction
+from app.domain.db.models import Dataset, Job, Metric, Tenant, Worker
+from app.domain.db.types import utcnow
 from app.services import jobs as jobs_service
 from app.services.metrics_query import downsample
 from core.spec import parse_spec

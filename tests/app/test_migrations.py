@@ -7,9 +7,9 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db.engine import make_engine
-from app.db.migrate import upgrade_to_head
-from app.db.models import Base
+from app.domain.db.engine import make_engine
+from app.domain.db.migrate import upgrade_to_head
+from app.domain.db.models import Base
 
 
 def test_the_migrated_schema_matches_the_models(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Job, Tenant
+from app.domain.db.engine import transaction
+from app.domain.db.models import Job, Tenant
 from app.services.predict.cache import PredictorCache
 from app.services.predict.predictor import bucket_size, predicted_classes
 from app.services.predict.service import is_classifier

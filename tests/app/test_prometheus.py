@@ -14,9 +14,9 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from app.db.engine import transaction
-from app.db.models import Job, Metric, Tenant, Worker
-from app.db.types import utcnow
+from app.domain.db.engine import transaction
+from app.domain.db.models import Job, Metric, Tenant, Worker
+from app.domain.db.types import utcnow
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from app.auth import Caller, KeyCache, create_api_key
 from app.config import Settings
-from app.db.engine import POOL_SIZE, make_engine, transaction
+from app.domain.db.engine import POOL_SIZE, make_engine, transaction
 from tests.app.test_jobs import IRIS_MLP, submit
 
 Headers = dict[str, str]

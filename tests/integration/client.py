@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, create_engine, func, select
 
-from app.db.models import Job, Metric
+from app.domain.db.models import Job, Metric
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.auth import create_api_key
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.migrate import upgrade_to_head
+from app.domain.db.engine import transaction
+from app.domain.db.migrate import upgrade_to_head
 from app.main import create_app
 from app.queue import QUEUES, JobQueue
 from tests.servers import PostgresServer, RedisServer

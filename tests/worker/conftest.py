@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, transaction
-from app.db.migrate import upgrade_to_head
-from app.db.models import Job, Tenant
-from app.db.types import new_id, utcnow
+from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+from app.domain.db.migrate import upgrade_to_head
+from app.domain.db.models import Job, Tenant
+from app.domain.db.types import new_id, utcnow
 from app.queue import RUN_JOB_TASK
 from core.spec import parse_spec
 from worker.celery_app import make_worker_celery

@@ -14,11 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Job, Worker
-from app.db.types import utcnow
-from app.main import create_app
-from app.services.leases import (
+from app.domain.db.engine import transaction
+from app.domain.db.models import Job, Worker
+from app.domain.db.types import utcnow
+from app.domain.leases import (
     claim_job,
     finish_job,
     reconcile,
@@ -26,6 +25,7 @@ from app.services.leases import (
     requeue_expired,
     resend_lost_messages,
 )
+from app.main import create_app
 from tests.worker.conftest import MakeJob, read_job, wait_for
 
 

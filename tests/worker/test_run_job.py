@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Artifact, Job, Metric, Worker
-from app.db.types import utcnow
+from app.domain.db.engine import transaction
+from app.domain.db.models import Artifact, Job, Metric, Worker
+from app.domain.db.types import utcnow
 from core.export import import_model
 from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
 from worker.draining import drain_flag

@@ -15,11 +15,11 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Worker
-from app.db.types import utcnow
+from app.domain.db.engine import transaction
+from app.domain.db.models import Worker
+from app.domain.db.types import utcnow
+from app.domain.leases import requeue_expired
 from app.queue import JobQueue
-from app.services.leases import requeue_expired
 from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.engine import reading
-from app.db.models import Job, Metric
+from app.domain.db.engine import reading
+from app.domain.db.models import Job, Metric
 from app.schemas.jobs import JobPublic
 from app.services import jobs
 

@@ -20,10 +20,10 @@ from sqlalchemy import ColumnElement, Float, and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.engine import reading
-from app.db.models import Job, Worker
-from app.db.models import Metric as MetricRow
-from app.db.types import utcnow
+from app.domain.db.engine import reading
+from app.domain.db.models import Job, Worker
+from app.domain.db.models import Metric as MetricRow
+from app.domain.db.types import utcnow
 from app.schemas.jobs import TERMINAL_STATUSES, JobStatus
 
 log = logging.getLogger(__name__)

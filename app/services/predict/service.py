@@ -24,9 +24,10 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db.models import Job
+from app.domain import dataset_store
+from app.domain.db.models import Job
 from app.schemas.predict import MAX_EXAMPLES, PredictionPublic, PredictionRequest
-from app.services import dataset_store, jobs
+from app.services import jobs
 from app.services.predict.cache import PredictorCache
 from app.services.predict.inputs import input_array
 from app.services.predict.predictor import Prediction, Predictor

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db.models import Dataset as DatasetRow
+from app.domain.db.models import Dataset as DatasetRow
 from core.data import BUILDERS, Dataset, DatasetInfo, Task, load_builtin, open_converted
 
 BUILTIN_PREFIX = "builtin:"

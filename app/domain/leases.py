@@ -22,9 +22,9 @@ from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db.engine import transaction
-from app.db.models import Job, Worker
-from app.db.types import utcnow
+from app.domain.db.engine import transaction
+from app.domain.db.models import Job, Worker
+from app.domain.db.types import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db.types import UTCDateTime, new_id, utcnow
+from app.domain.db.types import UTCDateTime, new_id, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
