@@ -6,7 +6,7 @@ worker turns `TrainingError` into a job error with a code; neither is ever retri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Loc = tuple[str | int, ...]
@@ -49,6 +49,11 @@ class DatasetError(ValueError):
         super().__init__(msg)
 
 
+class FitError(ValueError):
+    """Tensors that do not fit a spec's model (`core.fit.fit_check`); the message names each
+    tensor at fault. Callers that answer with their own error type wrap it."""
+
+
 @dataclass
 class TrainingError(Exception):
     """A run that stopped because of something in the spec or the data.
@@ -61,7 +66,6 @@ class TrainingError(Exception):
     message: str
     epoch: int | None = None
     step: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -22,16 +22,16 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
 from core.files import write_atomically
+from core.fit import fit_check
 from core.model import Model
 from core.spec import JobSpec, parse_spec
 
@@ -189,9 +189,8 @@ def _check_against_spec(
     input_shape: Shape | None,
 ) -> None:
     """Every tensor belongs to the spec's model; with the input shape, exactly its tensors."""
-    model = Model(spec.model)
     if input_shape is None:
-        layer_names = {node.layer.name for node in model.nodes}
+        layer_names = {node.layer.name for node in Model(spec.model).nodes}
         for name in sorted({**params, **state}):
             if name.split(".", 1)[0] not in layer_names:
                 raise ValueError(
@@ -199,49 +198,7 @@ def _check_against_spec(
                     f"(its layers: {', '.join(sorted(layer_names))})"
                 )
         return
-    want_params, want_state = _expected_shapes(model, input_shape)
-    for kind, have, want, other_kind, other in (
-        ("a parameter", params, want_params, "model state", want_state),
-        ("model state", state, want_state, "a parameter", want_params),
-    ):
-        for name in sorted(have.keys() - want.keys()):
-            if name in other:
-                raise ValueError(
-                    f"tensor {name!r} is stored as {kind}; the spec's model has it as {other_kind}"
-                )
-            raise ValueError(f"tensor {name!r} is not part of the spec's model")
-        for name in sorted(want.keys() - have.keys()):
-            if name not in {**params, **state}:
-                raise ValueError(
-                    f"tensor {name!r} is missing; the spec's model expects shape {list(want[name])}"
-                )
-        for name in sorted(have.keys() & want.keys()):
-            if have[name].shape != want[name]:
-                raise ValueError(
-                    f"tensor {name!r} has shape {list(have[name].shape)}; "
-                    f"the spec's model expects {list(want[name])}"
-                )
-
-
-def _expected_shapes(model: Model, input_shape: Shape) -> tuple[dict[str, Shape], dict[str, Shape]]:
-    """Names and shapes of the model's parameters and state, traced without computing them."""
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    try:
-        params, state = jax.eval_shape(lambda k: model.init(k, input_shape), key)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"input shape {list(input_shape)} does not fit the spec's model: {exc}"
-        ) from None
-    return dict(_shape_items(params)), dict(_shape_items(state))
-
-
-def _shape_items(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Shape]]:
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
-            yield from _shape_items(value, name)
-        else:
-            yield name, tuple(value.shape)
+    fit_check(spec, input_shape, params, state)
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

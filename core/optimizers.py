@@ -98,6 +98,16 @@ def build_optimizer(spec: Any, total_steps: int) -> optax.GradientTransformation
 
 
 def current_learning_rate(opt_state: Any) -> Any:
-    """The learning rate the last step used, read from the injected hyperparameters."""
-    inner = opt_state[-1]  # the inject_hyperparams state is last in the chain
-    return jnp.asarray(inner.hyperparams["learning_rate"])
+    """The learning rate the last step used, read from the injected hyperparameters.
+
+    Found by name wherever `inject_hyperparams` sits in the chain. A schedule also keeps
+    its own state under `hyperparams_states["learning_rate"]`, hence the filter.
+    """
+    rate = optax.tree_utils.tree_get(
+        opt_state, "learning_rate", filtering=_is_injected_hyperparameter
+    )
+    return jnp.asarray(rate)
+
+
+def _is_injected_hyperparameter(path: tuple[Any, ...], value: Any) -> bool:
+    return len(path) >= 2 and getattr(path[-2], "name", None) == "hyperparams"

@@ -10,7 +10,7 @@ Adding a layer type = a spec model in core/spec/layers.py, a class here decorate
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 
@@ -30,11 +30,9 @@ class Layer(Generic[SpecT]):
 
     Attributes:
       spec: the validated layer spec.
-      num_inputs: 1 for ordinary layers, None for joins that take two or more.
       uses_rng: whether `apply` needs a PRNG key when training (dropout).
     """
 
-    num_inputs: ClassVar[int | None] = 1
     uses_rng: bool = False
 
     def __init__(self, spec: SpecT):

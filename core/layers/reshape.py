@@ -59,8 +59,6 @@ class SliceLayer(Layer[Slice]):
 
 @register("concat")
 class ConcatLayer(Layer[Concat]):
-    num_inputs = None
-
     def check(self, in_shapes: Sequence[Shape]) -> None:
         rank = len(in_shapes[0])
         axis = self.spec.axis
@@ -84,8 +82,6 @@ class ConcatLayer(Layer[Concat]):
 
 @register("add")
 class AddLayer(Layer[Add]):
-    num_inputs = None
-
     def check(self, in_shapes: Sequence[Shape]) -> None:
         if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
             shapes = ", ".join(str(list(s)) for s in in_shapes)

@@ -1,6 +1,15 @@
 """Training: the jitted scan loop, checkpoints, stopping rules and worker hooks."""
 
 from core.train.callbacks import Callbacks, MetricPoint, Progress
-from core.train.loop import TrainResult, train
+from core.train.checkpoint import latest_checkpoint
+from core.train.loop import StopReason, TrainResult, train
 
-__all__ = ["Callbacks", "MetricPoint", "Progress", "TrainResult", "train"]
+__all__ = [
+    "Callbacks",
+    "MetricPoint",
+    "Progress",
+    "StopReason",
+    "TrainResult",
+    "latest_checkpoint",
+    "train",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.data.dataset import Dataset
-from core.errors import SpecError, TrainingError
+from core.errors import FitError, SpecError, TrainingError
+from core.fit import fit_check
 from core.losses import SUMMED, loss_fn
 from core.metrics import metric_fns
 from core.model import Model, check_shapes
@@ -21,7 +23,6 @@ from core.optimizers import build_optimizer, current_learning_rate
 from core.spec import JobSpec
 from core.train.callbacks import Callbacks, Progress
 from core.train.checkpoint import (
-    latest_checkpoint,
     prune_checkpoints,
     read_checkpoint,
     write_checkpoint_atomically,
@@ -45,15 +46,23 @@ ASSUMED_FLOPS_PER_SECOND = 1e11
 STEP_OVERHEAD_SECONDS = 2e-5
 
 
+class StopReason(StrEnum):
+    """Why a run ended (the job summary's `stop_reason`)."""
+
+    COMPLETED = "completed"  # every epoch ran
+    EARLY_STOPPING = "early_stopping"
+    STOP_WHEN = "stop_when"
+    CANCELLED = "cancelled"  # the callbacks asked to stop
+
+
 @dataclass
 class TrainResult:
     params: Any
     model_state: Any
     history: list[dict[str, float]]  # per-epoch metrics, index = epoch
     summary: dict[str, float | int | None]
-    stop_reason: str  # completed | early_stopping | stop_when | cancelled
+    stop_reason: StopReason
     steps_completed: int
-    output_shape: tuple[int, ...]
 
 
 class _Run:
@@ -101,11 +110,8 @@ class _Run:
         prune_checkpoints(self.checkpoint_dir)
         self.callbacks.on_checkpoint(str(path), epochs_done, self.step)
 
-    def restore(self, state: TrainState) -> tuple[TrainState, int]:
-        """Continue from the newest checkpoint, if any; returns (state, first epoch to run)."""
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            return state, 0
+    def restore(self, state: TrainState, path: Path) -> tuple[TrainState, int]:
+        """Continue from the checkpoint at `path`; returns (state, first epoch to run)."""
         templates: dict[str, Any] = {"state": state}
         if self.keeps_best:
             templates["best"] = (state.params, state.model_state)
@@ -115,9 +121,7 @@ class _Run:
         self.best = trees.get("best")
         return jax.tree.map(jnp.asarray, trees["state"]), meta["epoch"]
 
-    def result(
-        self, state: TrainState, stop_reason: str, output_shape: tuple[int, ...]
-    ) -> TrainResult:
+    def result(self, state: TrainState, stop_reason: StopReason) -> TrainResult:
         summary: dict[str, float | int | None] = {}
         if self.history:
             last = self.history[-1]
@@ -130,7 +134,6 @@ class _Run:
             summary,
             stop_reason,
             self.step,
-            output_shape,
         )
 
 
@@ -141,7 +144,7 @@ def train(
     validation_data: Dataset | None = None,
     callbacks: Callbacks | None = None,
     checkpoint_dir: Path | None = None,
-    resume: bool = True,
+    resume_from: Path | None = None,
     init_params: Any = None,
     chunk_steps: int | None = None,
 ) -> TrainResult:
@@ -152,7 +155,10 @@ def train(
       dataset: training data; a `validation.split` is held out of it after a seeded shuffle.
       validation_data: the dataset named by `validation.dataset`, resolved by the caller.
       callbacks: progress, metric batches and cancellation (`Callbacks`).
-      checkpoint_dir: where checkpoints go; with `resume`, the newest one there is continued.
+      checkpoint_dir: where checkpoints go.
+      resume_from: a checkpoint of an earlier run of the same spec to continue from, e.g.
+        `latest_checkpoint(checkpoint_dir)`; the result is bit-identical to an
+        uninterrupted run on CPU.
       init_params: parameters to start from (`init_from`); shapes must match the model.
       chunk_steps: steps per dispatch; by default sized so a chunk takes about a second.
         Results do not depend on it.
@@ -161,7 +167,7 @@ def train(
       SpecError: the model does not fit the data, or `init_params` does not fit the model.
       TrainingError: `non_finite_loss` (with epoch and step) or `timeout`.
     """
-    output_shape = check_shapes(spec, dataset.info)
+    check_shapes(spec, dataset.info)
     train_data, val_data = split_validation(spec, dataset, validation_data)
     run = _Run(spec, train_data, checkpoint_dir, callbacks or Callbacks())
     opts, batching = run.opts, run.batching
@@ -170,13 +176,14 @@ def train(
     tx = build_optimizer(spec.optimizer, run.total_steps)
     metrics = metric_fns(spec.metrics, spec.loss)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(opts.seed))
-    params, model_state = model.init(init_key, tuple(train_data.info.input_shape))
+    input_shape = tuple(train_data.info.input_shape)
+    params, model_state = model.init(init_key, input_shape)
     if init_params is not None:
-        params = _checked_init_params(params, init_params)
+        params = _checked_init_params(spec, input_shape, init_params, model_state)
     state = TrainState(params, model_state, tx.init(params))
     start_epoch = 0
-    if resume:
-        state, start_epoch = run.restore(state)
+    if resume_from is not None:
+        state, start_epoch = run.restore(state, resume_from)
 
     x, y = jax.device_put(np.asarray(train_data.x)), jax.device_put(np.asarray(train_data.y))
     loss = loss_fn(spec.loss)
@@ -193,7 +200,7 @@ def train(
     validate = validator(model, spec, metrics, val_data) if val_data is not None else None
     calibrated = chunk_steps is not None
     summed = spec.loss.type in SUMMED
-    stop_reason = "completed"
+    stop_reason = StopReason.COMPLETED
 
     for epoch in range(start_epoch, opts.epochs):
         epoch_key = jax.random.fold_in(data_key, epoch)
@@ -223,7 +230,7 @@ def train(
                     chunk = _chunk_for(seconds / length, batching.steps)
             run.progress(epoch)
             if run.callbacks.should_stop():
-                return run.result(state, "cancelled", output_shape)
+                return run.result(state, StopReason.CANCELLED)
             if (
                 opts.max_runtime_seconds
                 and time.monotonic() - run.started > opts.max_runtime_seconds
@@ -250,23 +257,23 @@ def train(
             if improved and run.keeps_best:
                 run.best = jax.tree.map(jnp.copy, (state.params, state.model_state))
             if stop:
-                stop_reason = "early_stopping"
+                stop_reason = StopReason.EARLY_STOPPING
         if stop_when_reached(opts.stop_when, epoch_metrics):
-            stop_reason = "stop_when"
+            stop_reason = StopReason.STOP_WHEN
         finished = epoch + 1
         if (
             finished == opts.epochs
-            or stop_reason != "completed"
+            or stop_reason != StopReason.COMPLETED
             or finished % opts.checkpoint_every_epochs == 0
         ):
             run.save(finished, state)
-        if stop_reason != "completed":
+        if stop_reason != StopReason.COMPLETED:
             break
 
     if run.keeps_best and run.best is not None:
         state = state._replace(params=run.best[0], model_state=run.best[1])
     run.progress(len(run.history))
-    return run.result(state, stop_reason, output_shape)
+    return run.result(state, stop_reason)
 
 
 def _chunk_for(seconds_per_step: float, steps_per_epoch: int) -> int:
@@ -295,18 +302,15 @@ def _seconds_per_step_guess(
     return flops / ASSUMED_FLOPS_PER_SECOND + STEP_OVERHEAD_SECONDS
 
 
-def _checked_init_params(fresh: Any, given: Any) -> Any:
-    fresh_shapes = jax.tree.map(np.shape, fresh)
-    given_shapes = jax.tree.map(np.shape, given)
-    if fresh_shapes != given_shapes:
+def _checked_init_params(
+    spec: JobSpec, input_shape: tuple[int, ...], given: Any, fresh_state: Any
+) -> Any:
+    """`given` as device arrays, once they fit the model; `init_from` brings parameters
+    only, so the run's state is the fresh one, checked with them."""
+    try:
+        fit_check(spec, input_shape, given, fresh_state)
+    except FitError as exc:
         raise SpecError.at(
-            ("init_from", "job"),
-            f"that job's parameters do not fit this model: it has {_shape_summary(given_shapes)}, "
-            f"this model needs {_shape_summary(fresh_shapes)}",
-        )
+            ("init_from", "job"), f"that job's parameters do not fit this model: {exc}"
+        ) from None
     return jax.tree.map(jnp.asarray, given)
-
-
-def _shape_summary(shapes: Any) -> str:
-    flat = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))[0]
-    return ", ".join(f"{jax.tree_util.keystr(p)}{list(s)}" for p, s in flat)
