@@ -28,15 +28,30 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: `backprop keys create`")
 
 
+class TransactionLeftOpen(RuntimeError):
+    """A handler ended with a database transaction still open: a bug, answered with 500."""
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    # Async so that FastAPI does not hand it to a thread (twice: open and close). Making a
-    # session does no I/O, and closing one does none either: the services end every
-    # transaction they begin, so no connection is still checked out here.
+    """A session for one handler. It never autobegins (see `make_sessionmaker`): services
+    say what they do with `reading(session)` or `session.begin()`, and every such block
+    ends before the handler does, which is checked here.
+
+    Async so that FastAPI does not hand it to a thread (twice: open and close). Making a
+    session does no I/O, and closing one does none either, since no transaction is open.
+    """
     with request.app.state.sessionmaker() as session:
         yield session
+        if session.in_transaction():
+            raise TransactionLeftOpen(
+                f"{request.method} {request.url.path} left a database transaction open; "
+                "wrap its statements in `reading(session)` or `with session.begin():`"
+            )
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the check above runs when the handler returns, before the response is
+# sent, so a handler that breaks the rule fails its own request.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_queue(request: Request) -> JobQueue:

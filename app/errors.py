@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
+from app.domain.errors import (
+    Conflict,
+    ContentTooLarge,
+    DomainError,
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from core.errors import DatasetError, SpecError
+
+# The one place a domain error becomes an HTTP status (subclasses first match by MRO).
+DOMAIN_ERROR_STATUS: dict[type[DomainError], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    ContentTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    UnsupportedMediaType: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    MalformedRequest: status.HTTP_400_BAD_REQUEST,
+    InvalidInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    Unavailable: status.HTTP_500_INTERNAL_SERVER_ERROR,
+}
 
 DATASET_ERROR_STATUS = {
     "invalid": status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -35,6 +58,16 @@ async def dataset_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code)
 
 
+async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    code = next(
+        (DOMAIN_ERROR_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_ERROR_STATUS),
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+    detail: Any = str(exc) if exc.errors is None else [e.as_dict() for e in exc.errors]
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A lost database connection is the server's trouble, not the request's: 503, retry.
 
@@ -53,4 +86,5 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(DatasetError, dataset_error)
+    app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(DBAPIError, database_unavailable)

@@ -14,7 +14,6 @@ from kombu import Exchange, Queue
 from app.config import Settings
 
 RUN_JOB_TASK = "backprop.run_job"
-RECONCILE_TASK = "backprop.reconcile"
 QUEUES = ("cpu", "gpu")
 # Longer than any job may run: a message redelivered while its job still runs finds the
 # row already claimed and is dropped, but redelivery should stay rare.

@@ -1,7 +1,7 @@
 """Backprop's Python client: `Client` (REST + live events) and the `backprop` client commands.
 
-It needs only httpx (PyYAML for YAML specs, pandas for `Metrics.to_pandas`, rich for the
-CLI) and never imports the server's packages.
+It needs only httpx and httpx-sse (PyYAML for YAML specs, pandas for `Metrics.to_pandas`,
+rich for the CLI) and never imports the server's packages.
 
 The names below load on first use, so that `backprop serve`, which imports the command
 definitions, does not pay for importing httpx.

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backprop_client.models import JobStatus  # dataclasses only: cheap to import
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -97,7 +99,7 @@ def _watch(client: Client, job: Job, console: Console) -> int:
     except KeyboardInterrupt:
         print(f"\nstopped watching; the job goes on: backprop watch {job.id}", file=sys.stderr)
         return 130
-    return 0 if final.status == "succeeded" else 1
+    return 0 if final.status == JobStatus.SUCCEEDED else 1
 
 
 def status(client: Client, args: argparse.Namespace, console: Console) -> None:
@@ -215,7 +217,7 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("job", help="the job's id")
     json_flag(sub)
     sub = command(commands, "list", list_jobs, "list jobs, newest first")
-    sub.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+    sub.add_argument("--status", choices=[status.value for status in JobStatus])
     sub.add_argument("--name", help="only jobs with this name")
     sub.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     json_flag(sub)

@@ -1,6 +1,7 @@
 """A job's Server-Sent Events (`GET /v1/jobs/{id}/events`) as `Event`s, until the job ends.
 
-`parse_sse` reads the text/event-stream format. `JobEvents` follows one job: it reads the
+httpx-sse reads the text/event-stream format; `Event.from_sse` makes its events `Event`s
+(and `parse_sse` those of a stream's lines). `JobEvents` follows one job: it reads the
 stream and, when the stream drops, reconnects with `Last-Event-ID`, so that nothing is lost
 or repeated. When the server offers no event stream, or reconnecting keeps failing, it
 falls back to polling `GET /v1/jobs/{id}` (and the job's metrics) and makes the same events.
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
+from httpx_sse._decoders import SSEDecoder  # httpx-sse has no public line-by-line decoder
 
 from backprop_client.errors import BackpropError, raise_for_status
 from backprop_client.models import TERMINAL_STATUSES, Job
@@ -32,6 +35,19 @@ class Event:
     data: Any
     id: str | None = None
 
+    @classmethod
+    def from_sse(cls, sse: ServerSentEvent, last_id: str | None = None) -> Event | None:
+        """httpx-sse's event, its data parsed as JSON where it is JSON and `last_id` when it
+        has no id; None for one without data, which httpx-sse also hands on for the blank
+        line after a comment (the server's keep-alive) once the stream has given an id."""
+        if not sse.data:
+            return None
+        try:
+            data = json.loads(sse.data)
+        except ValueError:
+            data = sse.data
+        return cls(sse.event, data, sse.id or last_id)
+
     @property
     def job(self) -> Job | None:
         """The job, for a `status` event."""
@@ -44,42 +60,22 @@ class Event:
 
 @dataclass
 class SSEParser:
-    """The text/event-stream format, fed line by line (line endings already removed)."""
+    """The text/event-stream format, fed line by line (line endings already removed), read
+    by httpx-sse's decoder; `last_id` and `retry_ms` are updated as each event ends."""
 
     last_id: str | None = None
     retry_ms: int | None = None
-    _event: str = ""
-    _data: list[str] = field(default_factory=list)
+    _decoder: SSEDecoder = field(default_factory=SSEDecoder, repr=False)
 
     def feed(self, line: str) -> Event | None:
         """The event that `line` completes (a blank line ends one), else None."""
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None  # a comment: the server's keep-alive
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_id = value
-        elif name == "retry" and value.isdigit():
-            self.retry_ms = int(value)
-        return None  # unknown fields are ignored, as the format asks
-
-    def _dispatch(self) -> Event | None:
-        kind, lines = self._event or "message", self._data
-        self._event, self._data = "", []
-        if not lines:
+        sse = self._decoder.decode(line)
+        if sse is None:
             return None
-        text = "\n".join(lines)
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = text
-        return Event(kind, data, self.last_id)
+        self.last_id = sse.id or self.last_id
+        if sse.retry is not None:
+            self.retry_ms = sse.retry
+        return Event.from_sse(sse, self.last_id)
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
@@ -196,24 +192,26 @@ class JobEvents:
             self.sleep(self.poll_interval)
 
     def _stream(self) -> Iterator[Event]:
-        headers = {"Accept": "text/event-stream"}
-        if self.last_id is not None:
-            headers["Last-Event-ID"] = self.last_id
+        headers = {} if self.last_id is None else {"Last-Event-ID": self.last_id}
         timeout = httpx.Timeout(10.0, read=self._read_timeout())
         url = f"/v1/jobs/{self.job_id}/events"
-        with self.http.stream("GET", url, headers=headers, timeout=timeout) as response:
+        with connect_sse(self.http, "GET", url, headers=headers, timeout=timeout) as source:
+            response = source.response
             content_type = response.headers.get("content-type", "")
             if response.status_code == 401:
                 raise_for_status(response)
+            # Checked here: `iter_sse` raises an `httpx.TransportError` (SSEError) instead,
+            # which would count as a dropped stream, not as a server without one.
             if response.status_code != 200 or not content_type.startswith("text/event-stream"):
                 raise _StreamUnavailable  # the first poll says whether the job is missing
-            parser = SSEParser(last_id=self.last_id)
-            for line in response.iter_lines():
+            for sse in source.iter_sse():
+                # Keep-alives come here too (as events without data, once the stream has
+                # given an id: the first frame does), so a quiet stream ends at the deadline.
                 self._check_deadline()
-                event = parser.feed(line)
+                event = Event.from_sse(sse, self.last_id)
                 if event is None:
                     continue
-                self.last_id = event.id or self.last_id
+                self.last_id = event.id
                 admitted = self.seen.admit(event)
                 if admitted is not None:
                     yield admitted

@@ -6,9 +6,22 @@ Each keeps the whole JSON body in `raw`, so fields added to the API later are no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+class JobStatus(StrEnum):
+    """The statuses the API documents; `Job.status` stays a plain string, so a status
+    added to the API later still reads."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from backprop_client.client import Client
 from backprop_client.events import Event
-from backprop_client.models import Job
+from backprop_client.models import Job, JobStatus
 from backprop_client.tables import duration, number, summary_lines
 
 
@@ -95,7 +95,7 @@ def _watch_with_bar(client: Client, latest: _Latest, console: Console) -> None:
                 "metrics": latest.shown_metrics(),
                 "eta": latest.eta_text(),
             }
-            done = 1.0 if latest.job.status == "succeeded" else latest.fraction
+            done = 1.0 if latest.job.status == JobStatus.SUCCEEDED else latest.fraction
             bar.update(task, completed=done, description=latest.job.status, **fields)
 
 

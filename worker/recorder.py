@@ -28,6 +28,8 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Artifact, Job, Metric
 from app.domain.db.types import utcnow
 from app.domain.leases import owned, update_owned_job
+from app.domain.status import ArtifactKind
+from app.domain.values import JobProgress
 from core.train import Callbacks, MetricPoint, Progress
 from worker.db import upsert
 
@@ -35,17 +37,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0  # metric and progress writes, at most this often within an epoch
 CANCEL_CHECK_SECONDS = 0.5  # cancel_requested is read at most this often
-
-
-def progress_body(progress: Progress) -> dict[str, Any]:
-    """The `progress` JSON of API.md's Job body."""
-    return {
-        "epoch": progress.epoch,
-        "epochs": progress.epochs,
-        "step": progress.step,
-        "steps": progress.steps,
-        "fraction": progress.fraction,
-    }
 
 
 class JobRecorder(Callbacks):
@@ -161,7 +152,7 @@ class JobRecorder(Callbacks):
         """Write the job row's part (conditional on owning it); False when not ours."""
         values: dict[str, Any] = {}
         if self.progress is not None:
-            values["progress"] = progress_body(self.progress)
+            values["progress"] = JobProgress.of(self.progress)
             values["eta_seconds"] = self.progress.eta_seconds
         if checkpoint is not None:
             values["checkpoint_path"] = self.relative(checkpoint[0])
@@ -173,21 +164,23 @@ class JobRecorder(Callbacks):
         mine = owned(self.job_id, self.worker, self.attempt)
         return session.scalar(select(Job.id).where(*mine)) is not None
 
-    def _record_checkpoint(self, session: Session, path: Path, epoch: int, step: int) -> None:
-        session.add(
-            Artifact(
-                job_id=self.job_id,
-                kind="checkpoint",
-                path=self.relative(path),
-                epoch=epoch,
-                step=step,
-                size_bytes=path.stat().st_size,
-            )
+    def artifact(self, kind: ArtifactKind, path: Path, epoch: int, step: int) -> Artifact:
+        """The row that records a durable file of this job."""
+        return Artifact(
+            job_id=self.job_id,
+            kind=kind,
+            path=self.relative(path),
+            epoch=epoch,
+            step=step,
+            size_bytes=path.stat().st_size,
         )
+
+    def _record_checkpoint(self, session: Session, path: Path, epoch: int, step: int) -> None:
+        session.add(self.artifact(ArtifactKind.CHECKPOINT, path, epoch, step))
         # The engine keeps the newest few checkpoint files; forget the ones it pruned.
         recorded = session.execute(
             select(Artifact.id, Artifact.path).where(
-                Artifact.job_id == self.job_id, Artifact.kind == "checkpoint"
+                Artifact.job_id == self.job_id, Artifact.kind == ArtifactKind.CHECKPOINT
             )
         ).all()
         gone = [row.id for row in recorded if not (self.data_dir / row.path).exists()]

@@ -2,7 +2,7 @@
 
 `run_claimed_job` re-reads the row, opens the dataset(s), starts from `init_from`'s model
 when asked, and calls `core.train.train` with the job's checkpoint directory (resuming
-from the newest checkpoint of an earlier attempt) and a `JobRecorder`. Then one terminal
+from the checkpoint an earlier attempt recorded) and a `JobRecorder`. Then one terminal
 write, conditional on still owning the job:
 
 - completed (or stopped early): the model exported atomically to
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,15 +29,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.domain.dataset_store import UnknownDatasetError, open_dataset
 from app.domain.db.engine import make_engine, make_sessionmaker, transaction
-from app.domain.db.models import Artifact, Job
+from app.domain.db.models import Job
 from app.domain.db.types import utcnow
 from app.domain.leases import finish_job, owned, update_owned_job
+from app.domain.status import ArtifactKind, JobStatus
+from app.domain.values import ErrorCode, JobError, JobProgress
 from core.data import Dataset
-from core.errors import DatasetError, SpecError, TrainingError
+from core.errors import DatasetError, SpecError
 from core.export import import_model, write_model
 from core.runtime import device_description, enable_compilation_cache
 from core.spec import JobSpec, parse_spec
-from core.train import TrainResult, train
+from core.train import StopReason, TrainResult, train
 from worker.recorder import JobRecorder
 
 log = logging.getLogger(__name__)
@@ -44,9 +47,11 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
 
 
-def run_claimed_job(settings: Settings, job_id: str, *, worker: str, attempt: int) -> str:
-    """Train the job `worker` claimed for `attempt`; returns the status it wrote (or
-    `not_ours` when the job was taken away before or during the run)."""
+def run_claimed_job(
+    settings: Settings, job_id: str, *, worker: str, attempt: int
+) -> JobStatus | None:
+    """Train the job `worker` claimed for `attempt`; returns the status it wrote, or None
+    when the job was taken away before or during the run (nothing written)."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_sessionmaker(engine)
     recorder = JobRecorder(
@@ -58,14 +63,16 @@ def run_claimed_job(settings: Settings, job_id: str, *, worker: str, attempt: in
         engine.dispose()
 
 
-def _run(settings: Settings, factory: sessionmaker[Session], recorder: JobRecorder) -> str:
+def _run(
+    settings: Settings, factory: sessionmaker[Session], recorder: JobRecorder
+) -> JobStatus | None:
     with transaction(factory) as session:
         job = session.scalars(
             select(Job).where(*owned(recorder.job_id, recorder.worker, recorder.attempt))
         ).first()
     if job is None:
         log.info("job %s is not ours to run (attempt %d)", recorder.job_id, recorder.attempt)
-        return "not_ours"
+        return None
     try:
         spec = parse_spec(job.spec)
         if settings.compilation_cache:
@@ -84,18 +91,32 @@ def _run(settings: Settings, factory: sessionmaker[Session], recorder: JobRecord
             validation_data=validation,
             callbacks=recorder,
             checkpoint_dir=settings.job_dir(job.id) / "checkpoints",
-            resume=True,
+            resume_from=_recorded_checkpoint(settings, job),
             init_params=init_params,
         )
         recorder.flush()
         if recorder.lost:
-            return "not_ours"
-        if result.stop_reason == "cancelled":
-            return _finish(factory, recorder, "cancelled", eta_seconds=None)
+            return None
+        if result.stop_reason == StopReason.CANCELLED:
+            return _finish(factory, recorder, JobStatus.CANCELLED, eta_seconds=None)
         return _succeed(settings, factory, recorder, spec, dataset, result)
     except Exception as exc:
         recorder.flush()
         return _fail(factory, recorder, exc)
+
+
+def _recorded_checkpoint(settings: Settings, job: Job) -> Path | None:
+    """The checkpoint the database says is durable, not the newest file on disk.
+
+    The row was written in the same transaction as every metric up to it, so resuming
+    from it rewrites exactly the epochs the database lacks. A newer file that an earlier
+    attempt wrote but died before recording would skip epochs whose metrics were never
+    stored.
+    """
+    if job.checkpoint_path is None:
+        return None
+    path = settings.data_dir / job.checkpoint_path
+    return path if path.is_file() else None
 
 
 def _open(
@@ -144,45 +165,30 @@ def _succeed(
     spec: JobSpec,
     dataset: Dataset,
     result: TrainResult,
-) -> str:
+) -> JobStatus | None:
     path = settings.job_dir(recorder.job_id) / MODEL_FILE
     write_model(path, result.params, result.model_state, spec, input_shape=dataset.info.input_shape)
-    with transaction(factory) as session:
-        finished = finish_job(
-            session,
-            recorder.job_id,
-            worker=recorder.worker,
-            attempt=recorder.attempt,
-            status="succeeded",
-            now=utcnow(),
-            summary=job_summary(result),
-            model_path=recorder.relative(path),
-            progress=_final_progress(spec, recorder, result),
-            eta_seconds=0.0,
-        )
-        if finished:
-            session.add(
-                Artifact(
-                    job_id=recorder.job_id,
-                    kind="model",
-                    path=recorder.relative(path),
-                    epoch=len(result.history),
-                    step=result.steps_completed,
-                    size_bytes=path.stat().st_size,
-                )
-            )
-    return "succeeded" if finished else "not_ours"
+    return _finish(
+        factory,
+        recorder,
+        JobStatus.SUCCEEDED,
+        summary=job_summary(result),
+        model_path=recorder.relative(path),
+        progress=_final_progress(spec, recorder, result),
+        eta_seconds=0.0,
+        artifact=(path, len(result.history), result.steps_completed),
+    )
 
 
-def _final_progress(spec: JobSpec, recorder: JobRecorder, result: TrainResult) -> dict[str, Any]:
+def _final_progress(spec: JobSpec, recorder: JobRecorder, result: TrainResult) -> JobProgress:
     last = recorder.progress
-    return {
-        "epoch": len(result.history),
-        "epochs": spec.training.epochs,
-        "step": result.steps_completed,
-        "steps": last.steps if last is not None else result.steps_completed,
-        "fraction": 1.0,
-    }
+    return JobProgress(
+        epoch=len(result.history),
+        epochs=spec.training.epochs,
+        step=result.steps_completed,
+        steps=last.steps if last is not None else result.steps_completed,
+        fraction=1.0,
+    )
 
 
 def job_summary(result: TrainResult) -> dict[str, Any]:
@@ -207,45 +213,28 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _fail(factory: sessionmaker[Session], recorder: JobRecorder, exc: Exception) -> str:
-    error = job_error(exc)
-    if error["code"] == "internal":
+def _fail(
+    factory: sessionmaker[Session], recorder: JobRecorder, exc: Exception
+) -> JobStatus | None:
+    where = None if recorder.progress is None else JobProgress.of(recorder.progress)
+    error = JobError.of(exc, where)
+    if error.code == ErrorCode.INTERNAL:
         log.exception("job %s failed unexpectedly", recorder.job_id)
     else:
-        log.info("job %s failed: %s", recorder.job_id, error["message"])
-    if recorder.progress is not None:
-        error["epoch"] = recorder.progress.epoch if error.get("epoch") is None else error["epoch"]
-        error["step"] = recorder.progress.step if error.get("step") is None else error["step"]
-    return _finish(factory, recorder, "failed", error=error, eta_seconds=None)
-
-
-def job_error(exc: BaseException) -> dict[str, Any]:
-    """API.md's `error` body for an exception raised while preparing or training."""
-    if isinstance(exc, TrainingError):
-        return exc.as_dict()
-    if isinstance(exc, SpecError):
-        return {"code": "invalid_spec", "message": str(exc), "epoch": None, "step": None}
-    if is_out_of_memory(exc):
-        message = (
-            f"out of memory: {exc}. Lower training.batch_size or the model's size, or run "
-            "on a device with more memory"
-        )
-        return {"code": "out_of_memory", "message": message, "epoch": None, "step": None}
-    message = f"{type(exc).__name__}: {exc}"
-    return {"code": "internal", "message": message, "epoch": None, "step": None}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, or XLA's RESOURCE_EXHAUSTED (raised as a runtime error with that text)."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc)
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+        log.info("job %s failed: %s", recorder.job_id, error.message)
+    return _finish(factory, recorder, JobStatus.FAILED, error=error, eta_seconds=None)
 
 
 def _finish(
-    factory: sessionmaker[Session], recorder: JobRecorder, status: str, **values: Any
-) -> str:
+    factory: sessionmaker[Session],
+    recorder: JobRecorder,
+    status: JobStatus,
+    *,
+    artifact: tuple[Path, int, int] | None = None,
+    **values: Any,
+) -> JobStatus | None:
+    """The terminal write (and the model's artifact row, `(path, epoch, step)`), conditional
+    on still owning the job; None when it was taken away."""
     with transaction(factory) as session:
         finished = finish_job(
             session,
@@ -256,4 +245,6 @@ def _finish(
             now=utcnow(),
             **values,
         )
-    return status if finished else "not_ours"
+        if finished and artifact is not None:
+            session.add(recorder.artifact(ArtifactKind.MODEL, *artifact))
+    return status if finished else None

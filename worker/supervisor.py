@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,6 +38,7 @@ from app.domain.leases import (
     release_lost_job,
     renew_lease,
 )
+from app.domain.status import JobStatus
 from worker.draining import is_draining
 from worker.registry import WorkerIdentity, record_slot_job
 
@@ -49,6 +51,18 @@ CANCEL_GRACE_SECONDS = 1.3
 EXIT_GRACE_SECONDS = 2.0  # a child whose job was finished or taken away gets this long
 
 SendJob = Callable[[str, str], None]
+
+
+class Outcome(StrEnum):
+    """What supervising one message came to (for the log and the task's result)."""
+
+    NOT_QUEUED = "not_queued"  # nothing to do: a duplicate or stale message
+    FINISHED = "finished"  # the child wrote the terminal state
+    CANCELLED = JobStatus.CANCELLED.value  # a cancel the child did not write: the parent did
+    REQUEUED = "requeued"  # the child died; attempts remain
+    FAILED = JobStatus.FAILED.value  # the child died on the last attempt: worker_lost
+    TAKEN = "taken"  # the lease was lost to the reconciler
+    HANDED_BACK = "handed_back"  # this worker is shutting down
 
 
 @dataclass(frozen=True)
@@ -97,11 +111,8 @@ def spawn_training_process(settings: Settings, own: Ownership) -> subprocess.Pop
 
 def supervise_job(
     job_id: str, *, settings: Settings, identity: WorkerIdentity, send: SendJob
-) -> str:
-    """Claim `job_id` and run it to an end; returns what happened, for the log:
-    `not_queued` (nothing to do: duplicate or stale message), `finished` (the child wrote
-    the terminal state), `cancelled`, `requeued`, `failed`, `taken` (lost the lease) or
-    `handed_back` (this worker is shutting down)."""
+) -> Outcome:
+    """Claim `job_id` and run it to an end; returns what happened."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_sessionmaker(engine)
     slot = identity.current_slot_name()
@@ -109,7 +120,7 @@ def supervise_job(
         own = _claim(factory, settings, identity, job_id, slot)
         if own is None:
             log.info("job %s is not queued; dropping the message", job_id)
-            return "not_queued"
+            return Outcome.NOT_QUEUED
         log.info("job %s (attempt %d) claimed by %s", job_id, own.attempt, slot)
         _record_slot(factory, identity, slot, job_id)
         try:
@@ -130,7 +141,9 @@ def _claim(
     slot: str,
 ) -> Ownership | None:
     with transaction(factory) as session:
-        queue = session.scalar(select(Job.queue).where(Job.id == job_id, Job.status == "queued"))
+        queue = session.scalar(
+            select(Job.queue).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        )
         if queue is None or queue not in identity.queues:
             # A message can only reach a queue this worker consumes, unless it was misrouted:
             # a `gpu` job must never train on a CPU-only worker. Its own message stays valid.
@@ -152,7 +165,7 @@ def _watch(
     identity: WorkerIdentity,
     own: Ownership,
     send: SendJob,
-) -> str:
+) -> Outcome:
     child = spawn_training_process(settings, own)
     cancel_seen: float | None = None
     taken_at: float | None = None
@@ -203,7 +216,7 @@ def _watch(
     return _settle(factory, own, child.returncode, send)
 
 
-def _hand_back(factory: sessionmaker[Session], own: Ownership, send: SendJob) -> str:
+def _hand_back(factory: sessionmaker[Session], own: Ownership, send: SendJob) -> Outcome:
     with transaction(factory) as session:
         released = hand_back_job(
             session, own.job_id, worker=own.worker, attempt=own.attempt, now=utcnow()
@@ -214,7 +227,7 @@ def _hand_back(factory: sessionmaker[Session], own: Ownership, send: SendJob) ->
         send(released.job_id, released.queue)
     except Exception:  # the reconciler re-sends it: the row says queued
         log.warning("job %s: re-sending failed", own.job_id, exc_info=True)
-    return "handed_back"
+    return Outcome.HANDED_BACK
 
 
 def _read_state(factory: sessionmaker[Session], own: Ownership) -> bool | None:
@@ -240,7 +253,7 @@ def _heartbeat(
 
 def _settle(
     factory: sessionmaker[Session], own: Ownership, returncode: int | None, send: SendJob
-) -> str:
+) -> Outcome:
     """After the child exited: nothing to do if it (or the reconciler) settled the job;
     otherwise it died without reporting."""
     with transaction(factory) as session:
@@ -248,19 +261,19 @@ def _settle(
         if state is None:
             job = session.get(Job, own.job_id)
             if job is None or (job.worker, job.attempt) != (own.worker, own.attempt):
-                return "taken"
-            return "finished"
+                return Outcome.TAKEN
+            return Outcome.FINISHED
         if state:
             finish_job(
                 session,
                 own.job_id,
                 worker=own.worker,
                 attempt=own.attempt,
-                status="cancelled",
+                status=JobStatus.CANCELLED,
                 now=utcnow(),
                 eta_seconds=None,
             )
-            return "cancelled"
+            return Outcome.CANCELLED
         released = release_lost_job(
             session,
             own.job_id,
@@ -270,14 +283,14 @@ def _settle(
             reason=f"the training process {_describe_exit(returncode)}",
         )
     if released is None:
-        return "taken"
-    if released.status == "queued":
+        return Outcome.TAKEN
+    if released.status == JobStatus.QUEUED:
         try:
             send(released.job_id, released.queue)
         except Exception:  # the reconciler re-sends it: the row says queued
             log.warning("job %s: re-sending failed", own.job_id, exc_info=True)
-        return "requeued"
-    return released.status
+        return Outcome.REQUEUED
+    return Outcome(released.status)
 
 
 def _read_state_in(session: Session, own: Ownership) -> bool | None:

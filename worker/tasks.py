@@ -17,6 +17,6 @@ def register_tasks(celery: Celery, settings: Settings, identity: WorkerIdentity)
     # shared=False: a shared task would be added to every Celery app created afterwards,
     # with this app's settings captured.
     @celery.task(name=RUN_JOB_TASK, ignore_result=True, shared=False)
-    def run_job(job_id: str) -> str:
+    def run_job(job_id: str) -> str:  # an Outcome
         """Run job `job_id` if it is still queued; the `jobs` row decides, not the message."""
         return supervise_job(job_id, settings=settings, identity=identity, send=send)

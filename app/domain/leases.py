@@ -25,6 +25,8 @@ from app.config import Settings
 from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Worker
 from app.domain.db.types import utcnow
+from app.domain.status import JobStatus
+from app.domain.values import JobError
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,17 @@ class Released:
 
     job_id: str
     queue: str
-    status: str  # queued (to be sent again) | failed (worker_lost) | cancelled
+    status: JobStatus  # queued (to be sent again) | failed (worker_lost) | cancelled
 
 
 def owned(job_id: str, worker: str, attempt: int) -> list[ColumnElement[bool]]:
     """The WHERE clause of every write a worker makes to a job it claimed."""
-    return [Job.id == job_id, Job.status == "running", Job.worker == worker, Job.attempt == attempt]
+    return [
+        Job.id == job_id,
+        Job.status == JobStatus.RUNNING,
+        Job.worker == worker,
+        Job.attempt == attempt,
+    ]
 
 
 def _rowcount(session: Session, statement: Any) -> int:
@@ -64,9 +71,9 @@ def claim_job(
     claimed = _rowcount(
         session,
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             worker=worker,
             device=device,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -112,7 +119,7 @@ def finish_job(
     *,
     worker: str,
     attempt: int,
-    status: str,
+    status: JobStatus,
     now: datetime,
     **values: Any,
 ) -> bool:
@@ -153,7 +160,7 @@ def release_lost_job(
     job = session.scalars(
         select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
     ).first()
-    if job is None or job.status != "running":
+    if job is None or job.status != JobStatus.RUNNING:
         return None
     if (worker is not None and job.worker != worker) or (
         attempt is not None and job.attempt != attempt
@@ -161,7 +168,7 @@ def release_lost_job(
         return None
     conditions = [
         Job.id == job_id,
-        Job.status == "running",
+        Job.status == JobStatus.RUNNING,
         Job.worker.is_(None) if job.worker is None else Job.worker == job.worker,
         Job.attempt == job.attempt,
         Job.cancel_requested == job.cancel_requested,
@@ -170,20 +177,19 @@ def release_lost_job(
         conditions.append(Job.lease_expires_at < lease_expired_before)
     values: dict[str, Any]
     if job.cancel_requested:
-        values = {"status": "cancelled", "finished_at": now, "eta_seconds": None}
+        values = {"status": JobStatus.CANCELLED, "finished_at": now, "eta_seconds": None}
     elif job.attempt >= job.max_attempts:
         message = f"{reason}; that was attempt {job.attempt} of {job.max_attempts}"
-        progress = job.progress or {}
-        error = {
-            "code": "worker_lost",
-            "message": message,
-            "epoch": progress.get("epoch"),
-            "step": progress.get("step"),
+        error = JobError.worker_lost(message, job.progress)
+        values = {
+            "status": JobStatus.FAILED,
+            "finished_at": now,
+            "error": error,
+            "eta_seconds": None,
         }
-        values = {"status": "failed", "finished_at": now, "error": error, "eta_seconds": None}
     else:
         values = {
-            "status": "queued",
+            "status": JobStatus.QUEUED,
             "attempt": job.attempt + 1,
             "worker": None,
             "enqueued_at": now,
@@ -203,7 +209,7 @@ def hand_back_job(
     """A job its worker gives up while shutting down: queued again with the same attempt
     (a stop is not a failure), to resume from its last checkpoint on another worker."""
     values = {
-        "status": "queued",
+        "status": JobStatus.QUEUED,
         "worker": None,
         "lease_expires_at": None,
         "enqueued_at": now,
@@ -215,7 +221,7 @@ def hand_back_job(
     ):
         return None
     log.info("job %s (attempt %d): handed back by %s, which is stopping", job_id, attempt, worker)
-    return Released(job_id, queue, "queued")
+    return Released(job_id, queue, JobStatus.QUEUED)
 
 
 def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
@@ -223,7 +229,7 @@ def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
     which the caller sends to their queues after the commit."""
     expired = session.scalars(
         select(Job.id)
-        .where(Job.status == "running", Job.lease_expires_at < now)
+        .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         .order_by(Job.lease_expires_at)
         .limit(RECONCILE_BATCH)
     ).all()
@@ -236,7 +242,7 @@ def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
             reason="its worker stopped renewing the lease",
             lease_expired_before=now,
         )
-        if released is not None and released.status == "queued":
+        if released is not None and released.status == JobStatus.QUEUED:
             requeued.append((released.job_id, released.queue))
     return requeued
 
@@ -265,7 +271,7 @@ def resend_lost_messages(
     rows = session.execute(
         select(Job.id, Job.queue)
         .where(
-            Job.status == "queued",
+            Job.status == JobStatus.QUEUED,
             Job.queue.in_(queues),
             func.coalesce(Job.enqueued_at, Job.created_at) <= cutoff,
         )
@@ -277,7 +283,7 @@ def resend_lost_messages(
         _rowcount(
             session,
             update(Job)
-            .where(Job.id.in_([job_id for job_id, _ in lost]), Job.status == "queued")
+            .where(Job.id.in_([job_id for job_id, _ in lost]), Job.status == JobStatus.QUEUED)
             .values(enqueued_at=now),
         )
         log.warning("re-sending %d queued job(s) whose message looks lost", len(lost))

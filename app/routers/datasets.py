@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.deps import CurrentTenant, SessionDep, SettingsDep
 from app.domain.dataset_store import dataset_row
 from app.domain.db.engine import reading
 from app.domain.db.models import Dataset
+from app.domain.errors import NotFound
 from app.schemas.common import PageQuery, error_responses
 from app.schemas.datasets import DatasetPublic, DatasetsPublic, upload_request_body
 from app.services import datasets
@@ -65,7 +66,7 @@ def dataset_for_tenant(
     with reading(session):
         dataset = dataset_row(session, tenant.id, dataset_id)
     if dataset is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset with id {dataset_id!r}")
+        raise NotFound(f"no dataset with id {dataset_id!r}")
     return dataset
 
 

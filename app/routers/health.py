@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.domain.db.engine import reading
+
 router = APIRouter(tags=["health"])
 
 
@@ -22,7 +24,7 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with request.app.state.sessionmaker() as session:
+        with request.app.state.sessionmaker() as session, reading(session):
             session.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready"; the message says why

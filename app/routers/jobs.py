@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import WithJsonSchema
 
 from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.domain.db.models import Job
+from app.domain.errors import NotFound
+from app.domain.status import JobStatus
 from app.schemas.common import error_responses
 from app.schemas.jobs import (
     JobMetricsPublic,
@@ -63,7 +65,7 @@ def job_for_tenant(
     """The caller's job, or 404 exactly as for an id that does not exist."""
     job = jobs.find_job(session, tenant.id, job_id)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
+        raise NotFound(f"no job with id {job_id!r}")
     return job
 
 
@@ -132,7 +134,7 @@ def list_jobs(
 async def get_job(job: JobDep, session: SessionDep) -> JobPublic:
     # The most polled route: only a queued job needs another query (its queue position),
     # so only then is the work handed to a thread.
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         return await run_in_threadpool(jobs.job_public, session, job)
     return jobs.job_public(session, job)
 

@@ -60,4 +60,6 @@ async def predict(
     model: Annotated[ModelRef, Depends(job_model)],
     service: Annotated[PredictionService, Depends(prediction_service)],
 ) -> Response:
-    return await service.predict(model, await read_body(request, model.max_body_bytes))
+    body = await read_body(request.headers, request.stream(), model.max_body_bytes)
+    rendered = await service.predict(model, body)
+    return Response(rendered, media_type="application/json")

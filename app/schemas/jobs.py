@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domain.status import JobStatus
+from app.domain.values import JobError, JobProgress
 from app.schemas.common import Page, PageQuery
 from core.spec import JobSpec
 from core.spec.examples import DIGITS_CNN
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_STATUSES: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
-ErrorCode = Literal[
-    "invalid_spec", "non_finite_loss", "out_of_memory", "timeout", "worker_lost", "internal"
-]
+if TYPE_CHECKING:
+    from app.domain.db.models import Job
 
 
 _JOB_EXAMPLE: dict[str, Any] = {
     "id": "5f0c6a1e-4d43-4a8e-9a53-2f6f0e8f1c2d",
     "name": "digits-cnn",
-    "status": "running",
+    "status": JobStatus.RUNNING,
     "attempt": 1,
     "dataset": "builtin:digits",
     "device": "cpu",
@@ -38,29 +37,11 @@ _JOB_EXAMPLE: dict[str, Any] = {
 }
 
 
-class JobProgress(BaseModel):
-    """How far a running job is; `epoch` is 0-based and equals `epochs` when done."""
-
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    fraction: float = Field(description="step / steps, in [0, 1]")
-
-
-class JobErrorPublic(BaseModel):
-    """Why a job failed; `epoch` and `step` say where, when known."""
-
-    code: ErrorCode | str
-    message: str
-    epoch: int | None = None
-    step: int | None = None
-
-
 class JobPublic(BaseModel):
-    """A training job (API.md, "Job body")."""
+    """A training job (API.md, "Job body"): the one builder of the body that routes, event
+    streams and the dashboard all show (`JobPublic.of`)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_JOB_EXAMPLE]})
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_JOB_EXAMPLE]})
 
     id: str
     name: str
@@ -75,8 +56,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     queue_position: int | None = Field(
+        None,
         description="1-based place among the queued jobs of its queue (all tenants, oldest "
-        "first); null unless queued"
+        "first); null unless queued",
     )
     progress: JobProgress | None
     eta_seconds: float | None
@@ -84,8 +66,15 @@ class JobPublic(BaseModel):
         description="final metrics: loss, accuracy, val_*, best_epoch, samples_per_second, "
         "the device it trained on (`cpu`, `gpu: <name>`)…"
     )
-    error: JobErrorPublic | None
+    error: JobError | None
     spec: JobSpec = Field(description="the submitted spec, with defaults filled in")
+
+    @classmethod
+    def of(cls, job: Job, queue_position: int | None = None) -> JobPublic:
+        """The body of a job row; `queue_position` is not a column (see services.jobs)."""
+        public = cls.model_validate(job)
+        public.queue_position = queue_position
+        return public
 
 
 class JobsPublic(Page[JobPublic]):

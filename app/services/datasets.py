@@ -6,16 +6,15 @@ import logging
 import re
 import shutil
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fastapi import HTTPException, status
-from fastapi.exceptions import RequestValidationError
+import anyio
 from pydantic import ValidationError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.domain.dataset_store import (
@@ -28,6 +27,8 @@ from app.domain.db.engine import reading
 from app.domain.db.models import Dataset as DatasetRow
 from app.domain.db.models import Job
 from app.domain.db.types import new_id
+from app.domain.errors import Conflict, InvalidInput
+from app.domain.status import ACTIVE_STATUSES
 from app.pagination import newest_first_page
 from app.schemas.common import PageQuery
 from app.schemas.datasets import DatasetPublic, DatasetsPublic, DatasetUploadForm
@@ -41,11 +42,12 @@ from core.data import (
     load_upload,
     save_converted,
 )
+from core.data.storage import info_to_json
+from core.errors import ErrorItem
 
 logger = logging.getLogger(__name__)
 
 UPLOADS_DIR = ".uploads"  # under data_dir: uploads in flight, deleted when handled
-ACTIVE_JOB_STATUSES = ("queued", "running")
 DEFAULT_NAME = "dataset"
 
 
@@ -71,7 +73,7 @@ async def create_dataset(
         directory = settings.datasets_dir / dataset_id
         try:
             limits = Limits(max_bytes=settings.max_upload_bytes)
-            info = await run_in_threadpool(_convert, upload, form, directory, limits)
+            info = await anyio.to_thread.run_sync(_convert, upload, form, directory, limits)
             row = DatasetRow(
                 id=dataset_id,
                 tenant_id=tenant_id,
@@ -80,11 +82,22 @@ async def create_dataset(
                 sha256=upload.sha256,
                 storage_path=directory.relative_to(settings.data_dir).as_posix(),
             )
-            await run_in_threadpool(_insert, session, row)
+            await anyio.to_thread.run_sync(_insert, session, row)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
     return DatasetPublic.model_validate(row)
+
+
+@dataclass(frozen=True)
+class FormFieldError(ErrorItem):
+    """A form field's validation error shaped as FastAPI shows its own: the value sent is
+    echoed back as `input` (the form fields hold 64 KiB at most)."""
+
+    input: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "loc": list(self.loc), "msg": self.msg, "input": self.input}
 
 
 def _validated_form(fields: Mapping[str, str]) -> DatasetUploadForm:
@@ -92,8 +105,11 @@ def _validated_form(fields: Mapping[str, str]) -> DatasetUploadForm:
         return DatasetUploadForm.model_validate(fields)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False)
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        raise InvalidInput.of(
+            [
+                FormFieldError(("body", *error["loc"]), error["msg"], error["type"], error["input"])
+                for error in errors
+            ]
         ) from exc
 
 
@@ -116,8 +132,8 @@ def _convert(
 
 
 def _insert(session: Session, row: DatasetRow) -> None:
-    session.add(row)
-    session.commit()
+    with session.begin():
+        session.add(row)
 
 
 def default_name(filename: str | None) -> str:
@@ -147,17 +163,9 @@ def list_builtin_datasets() -> DatasetsPublic:
 
 
 def described(info: DatasetInfo) -> dict[str, Any]:
-    """What a dataset's row and its public body say of its content."""
-    return {
-        "name": info.name,
-        "format": info.format,
-        "task": info.task,
-        "num_examples": info.num_examples,
-        "input_shape": list(info.input_shape),
-        "target_shape": list(info.target_shape),
-        "num_classes": info.num_classes,
-        "class_names": info.class_names,
-    }
+    """What a dataset's row and its public body say of its content: the stored info less
+    the loader's private `extra`."""
+    return {key: value for key, value in info_to_json(info).items() if key != "extra"}
 
 
 def builtin_public(name: str) -> DatasetPublic:
@@ -173,36 +181,36 @@ def builtin_public(name: str) -> DatasetPublic:
 
 
 def delete_dataset(session: Session, settings: Settings, row: DatasetRow) -> None:
-    """Delete a dataset's row, then its files; 409 while a queued or running job uses it.
+    """Delete a dataset's row, then its files; Conflict while a queued or running job uses it.
 
     Finished jobs that used it keep its id in `Job.dataset`; their foreign keys are
     cleared so the row can go.
     """
-    uses = or_(Job.dataset_id == row.id, Job.validation_dataset_id == row.id)
-    active = session.scalars(
-        select(Job.id).where(uses, Job.status.in_(ACTIVE_JOB_STATUSES)).limit(5)
-    ).all()
-    if active:
-        raise _in_use(row.id, list(active))
-    for column in (Job.dataset_id, Job.validation_dataset_id):
-        session.execute(
-            update(Job)
-            .where(column == row.id, Job.status.not_in(ACTIVE_JOB_STATUSES))
-            .values({column: None})
-        )
-    session.delete(row)
+    # Read before the transaction: a rollback expires `row`, and reloading it would need one.
+    dataset_id, directory = row.id, dataset_directory(settings, row)
+    uses = or_(Job.dataset_id == dataset_id, Job.validation_dataset_id == dataset_id)
     try:
-        session.commit()
+        with session.begin():
+            active = session.scalars(
+                select(Job.id).where(uses, Job.status.in_(ACTIVE_STATUSES)).limit(5)
+            ).all()
+            if active:
+                raise _in_use(dataset_id, list(active))
+            for column in (Job.dataset_id, Job.validation_dataset_id):
+                session.execute(
+                    update(Job)
+                    .where(column == dataset_id, Job.status.not_in(ACTIVE_STATUSES))
+                    .values({column: None})
+                )
+            session.delete(row)
     except IntegrityError as exc:  # a job referencing it was submitted meanwhile
-        session.rollback()
-        raise _in_use(row.id, []) from exc
-    _remove_files(dataset_directory(settings, row))
+        raise _in_use(dataset_id, []) from exc
+    _remove_files(directory)
 
 
-def _in_use(dataset_id: str, job_ids: list[str]) -> HTTPException:
+def _in_use(dataset_id: str, job_ids: list[str]) -> Conflict:
     jobs = f" ({', '.join(job_ids)})" if job_ids else ""
-    return HTTPException(
-        status.HTTP_409_CONFLICT,
+    return Conflict(
         f"dataset {dataset_id} is used by a queued or running job{jobs}; cancel the job or "
         "wait until it finishes, then delete the dataset",
     )

@@ -5,10 +5,10 @@ Each failure is a `SpecError` whose loc points into the request body (422).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from safetensors import safe_open
 from sqlalchemy.orm import Session
 
@@ -17,8 +17,8 @@ from app.domain import dataset_store
 from app.domain.db.engine import reading
 from app.domain.db.models import Job
 from core.data import BUILDERS, DatasetInfo
-from core.errors import SpecError
-from core.model import Model
+from core.errors import FitError, SpecError
+from core.fit import fit_check
 from core.spec import JobSpec
 
 
@@ -70,37 +70,27 @@ def check_init_from(
         )
     try:
         with safe_open(str(settings.data_dir / source.model_path), framework="numpy") as file:
-            have = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+            # Shapes and dtypes from the header: the tensors themselves are never loaded.
+            have = {name: _header_tensor(file.get_slice(name)) for name in file.keys()}  # noqa: SIM118
     except Exception as exc:  # missing or damaged file: either way it cannot be used
         raise SpecError.at(
             loc, f"the model file of job {source_id} cannot be read: {exc}"
         ) from None
-    problem = shape_difference(have, model_tensor_shapes(spec, info.input_shape))
-    if problem:
-        raise SpecError.at(loc, f"the model of job {source_id} does not fit this spec: {problem}")
+    try:
+        # Parameters and state together: the file is checked as one set of tensors.
+        fit_check(spec, info.input_shape, have)
+    except FitError as exc:
+        raise SpecError.at(
+            loc, f"the model of job {source_id} does not fit this spec: {exc}"
+        ) from None
 
 
-def model_tensor_shapes(spec: JobSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """`<layer>.<param>` → shape for the spec's parameters and state, traced, not computed."""
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    trees = jax.eval_shape(lambda k: Model(spec.model).init(k, tuple(input_shape)), key)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for tree in trees:
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            shapes[jax.tree_util.keystr(path, simple=True, separator=".")] = tuple(leaf.shape)
-    return shapes
+# safetensors dtype codes of the floating types; models written here are all F32, and any
+# other code (read as void) fits no model.
+_HEADER_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
 
 
-def shape_difference(
-    have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]
-) -> str | None:
-    for name in sorted(want.keys() | have.keys()):
-        if name not in have:
-            return f"tensor {name!r} (shape {list(want[name])}) is missing from it"
-        if name not in want:
-            return f"it has tensor {name!r}, which this spec's model lacks"
-        if have[name] != want[name]:
-            return (
-                f"tensor {name!r} has shape {list(have[name])}; this spec needs {list(want[name])}"
-            )
-    return None
+def _header_tensor(tensor: Any) -> jax.ShapeDtypeStruct:
+    """A safetensors header entry's shape and dtype, for `fit_check`."""
+    dtype = _HEADER_DTYPES.get(tensor.get_dtype(), np.void)
+    return jax.ShapeDtypeStruct(tuple(tensor.get_shape()), dtype)

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import HTTPException, status
 from sqlalchemy import CursorResult, bindparam, case, func, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -24,9 +23,11 @@ from app.domain import dataset_store
 from app.domain.db.engine import reading
 from app.domain.db.models import Job, Worker
 from app.domain.db.types import UTCDateTime, new_id, utcnow
+from app.domain.errors import Conflict, NotFound
+from app.domain.status import ACTIVE_STATUSES, JobStatus
 from app.pagination import newest_first_page
 from app.queue import JobQueue
-from app.schemas.jobs import TERMINAL_STATUSES, JobPublic, JobsPublic, JobsQuery
+from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
 from app.services.job_checks import check_datasets, check_init_from
 from core.model import check_shapes
 from core.spec import parse_spec
@@ -82,7 +83,7 @@ def submit_job(
         id=job_id,
         tenant_id=tenant_id,
         name=spec.name or f"{info.name}-{job_id[:8]}",
-        status="queued",
+        status=JobStatus.QUEUED,
         attempt=1,
         max_attempts=settings.max_attempts,
         dataset=spec.dataset,
@@ -122,7 +123,9 @@ def route_device(session: Session, device: str) -> str:
         )
     )
     waiting_gpu_jobs = session.scalar(
-        select(func.count()).select_from(Job).where(Job.queue == "gpu", Job.status == "queued")
+        select(func.count())
+        .select_from(Job)
+        .where(Job.queue == "gpu", Job.status == JobStatus.QUEUED)
     )
     return "gpu" if (idle_gpu_workers or 0) > (waiting_gpu_jobs or 0) else "cpu"
 
@@ -145,33 +148,35 @@ def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
         )
         positions = _queue_positions(session, page)
     return JobsPublic(
-        data=[_to_public(job, positions.get(job.id)) for job in page], next_cursor=next_cursor
+        data=[JobPublic.of(job, positions.get(job.id)) for job in page], next_cursor=next_cursor
     )
 
 
 def job_public(session: Session, job: Job) -> JobPublic:
     """The Job body of API.md, with the job's current place in its queue."""
-    if job.status != "queued":
-        return _to_public(job, None)
+    if job.status != JobStatus.QUEUED:
+        return JobPublic.of(job)
     with reading(session):
         positions = _queue_positions(session, [job])
-    return _to_public(job, positions.get(job.id))
+    return JobPublic.of(job, positions.get(job.id))
 
 
 def cancel_job(session: Session, job: Job) -> JobPublic:
     """Cancel a queued job at once, or ask a running one to stop (its worker checks within 2 s).
 
     One conditional UPDATE decides, so a worker claiming the job at the same moment either
-    finds it cancelled or sees `cancel_requested`. Raises 409 for a finished job.
+    finds it cancelled or sees `cancel_requested`. Raises Conflict for a finished job.
     """
     now = utcnow()
-    was_queued = Job.status == "queued"
+    was_queued = Job.status == JobStatus.QUEUED
     with session.begin():
         result = session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.status.in_(("queued", "running")))
+            .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
             .values(
-                status=case((was_queued, "cancelled"), else_=Job.status),
+                status=case(
+                    (was_queued, literal(JobStatus.CANCELLED, Job.status.type)), else_=Job.status
+                ),
                 finished_at=case((was_queued, literal(now, UTCDateTime)), else_=Job.finished_at),
                 cancel_requested=True,
             )
@@ -180,23 +185,18 @@ def cancel_job(session: Session, job: Job) -> JobPublic:
         changed = cast(CursorResult[Any], result).rowcount
         session.refresh(job)
     if not changed:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"job {job.id} has already finished (status: {job.status})"
-        )
+        raise Conflict(f"job {job.id} has already finished (status: {job.status})")
     return job_public(session, job)
 
 
 def model_file(settings: Settings, job: Job) -> Path:
-    """The path of the job's `.safetensors` model; 404 until the worker has written one."""
+    """The path of the job's `.safetensors` model; NotFound until the worker has written one."""
     if job.model_path is None:
-        hint = "it is written when the job succeeds" if job.status not in TERMINAL_STATUSES else ""
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            f"job {job.id} has no model (status: {job.status}){'; ' + hint if hint else ''}",
-        )
+        hint = "" if job.status.terminal else "; it is written when the job succeeds"
+        raise NotFound(f"job {job.id} has no model (status: {job.status}){hint}")
     path = settings.data_dir / job.model_path
     if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the model file of job {job.id} is missing")
+        raise NotFound(f"the model file of job {job.id} is missing")
     return path
 
 
@@ -205,49 +205,28 @@ def download_name(job: Job) -> str:
     return re.sub(r"[^\w.-]+", "_", job.name).strip("._") or job.id
 
 
-def _to_public(job: Job, queue_position: int | None) -> JobPublic:
-    return JobPublic.model_validate(
-        {
-            "id": job.id,
-            "name": job.name,
-            "status": job.status,
-            "attempt": job.attempt,
-            "dataset": job.dataset,
-            "device": job.device,
-            "worker": job.worker,
-            "created_at": job.created_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "queue_position": queue_position,
-            "progress": job.progress,
-            "eta_seconds": job.eta_seconds,
-            "summary": job.summary,
-            "error": job.error,
-            "spec": job.spec,
-        }
-    )
-
-
 def _queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
     """1-based places of the queued ones among `jobs`, oldest first per queue, all tenants.
 
     Each is a count of the queued jobs up to it in its queue: a range of ix_jobs_queue_order,
     so a GET costs as many index entries as there are jobs ahead, never a sort of them all.
     """
-    queued = [job.id for job in jobs if job.status == "queued"]
+    queued = [job.id for job in jobs if job.status == JobStatus.QUEUED]
     if not queued:
         return {}
     ahead = aliased(Job)
     position = (
         select(func.count())
         .where(
-            ahead.status == "queued",
+            ahead.status == JobStatus.QUEUED,
             ahead.queue == Job.queue,
             tuple_(ahead.created_at, ahead.id) <= tuple_(Job.created_at, Job.id),
         )
         .scalar_subquery()
     )
-    still_queued = select(Job.id, position).where(Job.id.in_(queued), Job.status == "queued")
+    still_queued = select(Job.id, position).where(
+        Job.id.in_(queued), Job.status == JobStatus.QUEUED
+    )
     rows = session.execute(still_queued).all()
     return {job_id: int(count) for job_id, count in rows}
 

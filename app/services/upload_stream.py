@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from fastapi import HTTPException, status
-from fastapi.exceptions import RequestValidationError
+import anyio
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
-from starlette.concurrency import run_in_threadpool
 
-from core.errors import DatasetError
+from app.domain.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
+from core.errors import DatasetError, ErrorItem
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -68,10 +67,11 @@ async def receive_upload(
     """Stream a multipart body to a temporary file in `directory`, deleted on exit.
 
     Raises:
-      HTTPException: 415 when the body is not multipart/form-data, 400 when malformed.
+      UnsupportedMediaType: the body is not multipart/form-data.
+      MalformedRequest: the multipart framing is broken.
       DatasetError: kind too_large (413) as soon as the file passes `max_file_bytes`, or
         at once when Content-Length says the body will.
-      RequestValidationError: no `file` part, two of them, or a field that is not UTF-8.
+      InvalidInput: no `file` part, two of them, or a field that is not UTF-8 (or too long).
     """
     boundary = _boundary(headers.get("content-type"))
     body_limit = max_file_bytes + MAX_FIELD_BYTES + FRAMING_BYTES
@@ -92,7 +92,7 @@ async def receive_upload(
                     if received > body_limit:
                         raise file_too_large(max_file_bytes)
                     if chunk:
-                        await run_in_threadpool(_feed, parser, chunk)
+                        await anyio.to_thread.run_sync(_feed, parser, chunk)
         yield form.result(path)
     finally:
         path.unlink(missing_ok=True)
@@ -101,17 +101,13 @@ async def receive_upload(
 def _boundary(content_type: str | None) -> bytes:
     media_type, options = parse_options_header(content_type)
     if media_type != b"multipart/form-data":
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            [
-                {
-                    "loc": ["header", "content-type"],
-                    "msg": "send the upload as multipart/form-data with the data in a 'file' "
-                    "part (curl -F file=@data.csv)",
-                    "type": "unsupported_media_type",
-                }
-            ],
+        error = ErrorItem(
+            ("header", "content-type"),
+            "send the upload as multipart/form-data with the data in a 'file' part "
+            "(curl -F file=@data.csv)",
+            "unsupported_media_type",
         )
+        raise UnsupportedMediaType(error.msg, errors=[error])
     if not options.get(b"boundary"):
         raise _malformed("the Content-Type header has no boundary")
     return options[b"boundary"]
@@ -125,12 +121,12 @@ def _feed(parser: MultipartParser, chunk: bytes) -> None:
         raise _malformed(str(exc)) from exc
 
 
-def _malformed(reason: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, f"the multipart body is malformed: {reason}")
+def _malformed(reason: str) -> MalformedRequest:
+    return MalformedRequest(f"the multipart body is malformed: {reason}")
 
 
-def _field_error(field: str, msg: str, type: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": type}])
+def _field_error(field: str, msg: str, type: str) -> InvalidInput:
+    return InvalidInput.of([ErrorItem(("body", field), msg, type)])
 
 
 class _FormSink:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.domain import dataset_store
-from app.domain.db.engine import transaction
+from app.domain.db.engine import reading, transaction
 from app.domain.db.models import Dataset, Job, Tenant
 from tests.app.files import (
     IRIS_CSV,
@@ -112,7 +112,7 @@ def test_upload_is_converted_once_and_opened_memory_mapped(
     assert (settings.datasets_dir / body["id"] / "x.npy").is_file()
     assert not list((settings.data_dir / ".uploads").iterdir())  # the upload itself is gone
     alice_id = tenant_id(app, "alice")
-    with app.state.sessionmaker() as session:
+    with app.state.sessionmaker() as session, reading(session):
         dataset = dataset_store.open_dataset(session, settings, alice_id, body["id"])
         row = session.get(Dataset, body["id"])
     assert isinstance(dataset.x, np.memmap)
@@ -157,7 +157,7 @@ def test_format_field_overrides_the_file_name(client: TestClient, alice: dict[st
 
 def assert_nothing_left(app: FastAPI, settings: Settings) -> None:
     assert leftovers(settings.data_dir) == []
-    with app.state.sessionmaker() as session:
+    with app.state.sessionmaker() as session, reading(session):
         assert session.scalars(select(Dataset)).all() == []
 
 
@@ -372,7 +372,7 @@ def test_dataset_store_resolves_only_the_tenants_own_ids(
 ) -> None:
     dataset_id = created(client, alice, "iris")["id"]
     alice_id, bob_id = tenant_id(app, "alice"), tenant_id(app, "bob")
-    with app.state.sessionmaker() as session:
+    with app.state.sessionmaker() as session, reading(session):
         info = dataset_store.dataset_info(session, alice_id, dataset_id)
         assert info is not None and info.input_shape == (2,) and info.num_classes == 2
         assert dataset_store.dataset_info(session, bob_id, dataset_id) is None
@@ -472,7 +472,7 @@ def test_delete_is_409_while_a_queued_job_uses_it_then_204(
     assert deleted.status_code == 204 and deleted.content == b""
     assert not (settings.datasets_dir / dataset_id).exists()
     assert client.get(f"/v1/datasets/{dataset_id}", headers=alice).status_code == 404
-    with app.state.sessionmaker() as session:
+    with app.state.sessionmaker() as session, reading(session):
         job = session.get(Job, job_id)
         assert job is not None and job.dataset_id is None and job.validation_dataset_id is None
 

@@ -26,22 +26,13 @@ from app.domain.db.types import utcnow
 from app.services.events import JobEventHub
 from app.services.events.server import EventStreamingServer
 from tests.servers import free_port, wait_until
+from tests.specs import mlp
 from tests.sse import Event, events
 from worker.db import upsert
 
 # Events lag the worker's writes by at most ~1 s (API.md); allow for two busy cores.
 LAG_SECONDS = 1.5
-XOR = {
-    "dataset": "builtin:xor",
-    "model": {
-        "layers": [
-            {"type": "dense", "units": 4, "activation": "tanh"},
-            {"type": "dense", "units": 2},
-        ]
-    },
-    "loss": "cross_entropy",
-    "training": {"epochs": 3},
-}
+XOR = mlp("builtin:xor", [4, 2], activation="tanh", training={"epochs": 3})
 
 
 @dataclass

@@ -1,9 +1,16 @@
-"""How exceptions from preparing or training a job become API.md's job errors."""
+"""How exceptions from preparing or training a job become API.md's job errors
+(`JobError.of`, which the worker writes)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from app.domain.values import JobError
 from core.errors import SpecError, TrainingError
-from worker.runner import job_error
+
+
+def job_error(exc: BaseException) -> dict[str, Any]:
+    return JobError.of(exc).model_dump()
 
 
 def test_training_errors_keep_their_code_and_position() -> None:

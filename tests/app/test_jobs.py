@@ -23,22 +23,9 @@ from app.services import jobs as jobs_service
 from app.services.metrics_query import downsample
 from core.spec import parse_spec
 from core.spec.examples import DIGITS_CNN
+from tests.specs import IRIS_MLP
 
 Headers = dict[str, str]
-
-
-# A small MLP on iris ([4] features, 3 classes): tensors dense_0.{kernel [4, 8], bias [8]}
-# and dense_1.{kernel [8, 3], bias [3]}.
-IRIS_MLP: dict[str, Any] = {
-    "dataset": "builtin:iris",
-    "model": {
-        "layers": [
-            {"type": "dense", "units": 8, "activation": "relu"},
-            {"type": "dense", "units": 3},
-        ]
-    },
-    "loss": "cross_entropy",
-}
 
 
 def spec(base: dict[str, Any] = IRIS_MLP, **changes: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from core.model import Model
 from core.spec import JobSpec, parse_spec
 from core.spec.examples import DIGITS_CNN
 from core.train import TrainResult, train
+from tests.specs import mlp
 
 Headers = dict[str, str]
 
@@ -36,30 +37,19 @@ DIGITS_SPEC["optimizer"] = {"type": "adam", "learning_rate": 0.01}
 DIGITS_SPEC["training"] = {"epochs": 1, "batch_size": 64}
 
 # The 1986 way: a sigmoid output trained with squared error; classes come from the dataset.
-XOR_SIGMOID_SPEC: dict[str, Any] = {
-    "dataset": "builtin:xor",
-    "model": {
-        "layers": [
-            {"type": "dense", "units": 8, "activation": "tanh"},
-            {"type": "dense", "units": 1, "activation": "sigmoid"},
-        ]
-    },
-    "loss": "mse",
-    "optimizer": {"type": "adam", "learning_rate": 0.1},
-    "training": {"epochs": 200, "batch_size": "full"},
-}
+XOR_SIGMOID_SPEC = mlp(
+    "builtin:xor",
+    [8, 1],
+    activation="tanh",
+    output_activation="sigmoid",
+    loss="mse",
+    optimizer={"type": "adam", "learning_rate": 0.1},
+    training={"epochs": 200, "batch_size": "full"},
+)
 
-SINE_SPEC: dict[str, Any] = {
-    "dataset": "builtin:sine",
-    "model": {
-        "layers": [
-            {"type": "dense", "units": 16, "activation": "tanh"},
-            {"type": "dense", "units": 1},
-        ]
-    },
-    "loss": "mse",
-    "training": {"epochs": 5, "batch_size": 64},
-}
+SINE_SPEC = mlp(
+    "builtin:sine", [16, 1], activation="tanh", loss="mse", training={"epochs": 5, "batch_size": 64}
+)
 
 XOR_POINTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 

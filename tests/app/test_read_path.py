@@ -7,14 +7,20 @@ import sqlite3
 import threading
 import time
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from app.auth import Caller, KeyCache, create_api_key
 from app.config import Settings
-from app.domain.db.engine import POOL_SIZE, make_engine, transaction
-from tests.app.test_jobs import IRIS_MLP, submit
+from app.deps import SessionDep, TransactionLeftOpen
+from app.domain.db.engine import POOL_SIZE, make_engine, reading, transaction
+from app.domain.db.models import Job
+from tests.app.test_jobs import submit
+from tests.specs import IRIS_MLP
 
 Headers = dict[str, str]
 
@@ -71,3 +77,35 @@ def test_pool_sizes_apply_only_to_the_default_pool() -> None:
     pooled, unpooled = make_engine(url), make_engine(url, poolclass=NullPool)
     assert isinstance(pooled.pool, QueuePool) and pooled.pool.size() == POOL_SIZE
     assert isinstance(unpooled.pool, NullPool)
+
+
+def test_a_statement_outside_reading_or_begin_fails_instead_of_taking_a_lock(
+    app: FastAPI,
+) -> None:
+    """The API's sessions never autobegin: a read must say it is one (or be in a write)."""
+
+    @app.get("/test/unwrapped-read")
+    def unwrapped_read(session: SessionDep) -> int:
+        return len(session.scalars(select(Job.id)).all())
+
+    @app.get("/test/wrapped-read")
+    def wrapped_read(session: SessionDep) -> int:
+        with reading(session):
+            return len(session.scalars(select(Job.id)).all())
+
+    with TestClient(app) as client:
+        assert client.get("/test/wrapped-read").json() == 0
+        with pytest.raises(InvalidRequestError, match=r"[Aa]utobegin"):
+            client.get("/test/unwrapped-read")
+
+
+def test_a_handler_that_leaves_a_transaction_open_fails_its_request(app: FastAPI) -> None:
+    @app.get("/test/left-open")
+    def left_open(session: SessionDep) -> int:
+        session.begin()  # and never committed
+        return len(session.scalars(select(Job.id)).all())
+
+    with TestClient(app) as client, pytest.raises(TransactionLeftOpen, match="left-open"):
+        client.get("/test/left-open")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/test/left-open").status_code == 500

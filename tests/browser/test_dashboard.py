@@ -17,8 +17,8 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import REPO_ROOT, Dashboard
 from tests.integration.client import TERMINAL
-from tests.integration.specs import LONG_DIGITS_MLP, XOR
 from tests.servers import wait_until
+from tests.specs import LONG_DIGITS_MLP, XOR
 
 # A few seconds of training on two busy cores, so the page sees the curve grow: the long
 # digits MLP's many small batches, for fewer epochs, with validation for the val_ curves

@@ -12,9 +12,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from backprop_client import Client
-from tests.client.specs import write_xor_csv, xor_spec
+from tests.client.files import write_xor_csv
 from tests.integration.deployments import EmbeddedDeployment
 from tests.integration.processes import backprop_command, clean_environment
+from tests.specs import XOR
 
 COMMAND_SECONDS = 180  # `submit --watch` trains a small job on two busy cores
 
@@ -42,7 +43,7 @@ def watched(
 ) -> tuple[str, str]:
     """`backprop submit xor.json --dataset builtin:xor --watch`: the job id and the output."""
     cwd = tmp_path_factory.mktemp("cli")
-    spec = xor_spec(name="xor-cli")
+    spec = {**XOR, "name": "xor-cli"}
     del spec["dataset"]  # given on the command line
     (cwd / "xor.json").write_text(json.dumps(spec))
     done = backprop(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import uuid
 from pathlib import Path
@@ -10,15 +11,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from backprop_client import BackpropError, Client, Event, resolve_connection
-from tests.client.specs import (
-    CSV_SPEC_YAML,
-    LONG_DIGITS_MLP,
-    XOR_CLASSES,
-    XOR_INPUTS,
-    write_xor_csv,
-    xor_spec,
-)
+from tests.client.files import XOR_CLASSES, XOR_INPUTS, write_xor_csv
 from tests.integration.deployments import EmbeddedDeployment
+from tests.specs import CSV_SPEC_YAML, LONG_DIGITS_MLP, XOR
 
 JOB_SECONDS = 120  # a small job on two cores that the rest of the suite shares
 
@@ -28,7 +23,7 @@ def xor_run(shared_serve: EmbeddedDeployment) -> tuple[str, list[Event]]:
     """builtin:xor submitted as a dict and waited for; its id and the events seen, in order."""
     key = (shared_serve.data_dir / "api_key").read_text().strip()
     with Client(str(shared_serve.client.http.base_url), key) as client:
-        job = client.submit(xor_spec(name=f"xor-{uuid.uuid4().hex[:6]}"))
+        job = client.submit({**XOR, "name": f"xor-{uuid.uuid4().hex[:6]}"})
         assert job.status == "queued"
         events: list[Event] = []
         finished = client.wait(job, callback=events.append, timeout=JOB_SECONDS)
@@ -148,7 +143,7 @@ def test_errors_carry_the_status_and_the_servers_detail(client: Client, data_dir
         client.job(str(uuid.uuid4()))
     assert missing.value.status == 404 and "no job with id" in str(missing.value.detail)
 
-    bad = xor_spec()
+    bad = copy.deepcopy(XOR)
     bad["model"]["layers"][1]["units"] = -2
     with pytest.raises(BackpropError) as invalid:
         client.submit(bad)

@@ -210,6 +210,27 @@ def test_errors_and_timeouts_while_following() -> None:
         client.wait(JOB_ID, timeout=0, poll_interval=0)
 
 
+class KeptAliveStream(httpx.SyncByteStream):
+    """One status frame, then only keep-alive comments (a job that says nothing new)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield frame("status", job("running"), "1")
+        for _ in range(500):
+            time.sleep(0.02)
+            yield b": keep-alive\n\n"
+
+
+def test_the_timeout_holds_on_a_stream_of_keep_alives() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, stream=KeptAliveStream())
+
+    with scripted_client(handler) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"still running after 0\.3 s"):
+            client.wait(JOB_ID, timeout=0.3)
+        assert time.monotonic() - started < 5  # not when the stream ends, 10 s on
+
+
 class SilentServer(ThreadingHTTPServer):
     """Answers with an event stream that sends nothing until released (a stalled server)."""
 

@@ -15,22 +15,18 @@ from core.optimizers import OPTIMIZERS, SCHEDULES, build_optimizer, current_lear
 from core.spec import parse_spec
 from core.train import train
 from core.train.step import Batching, TrainState, make_chunk_fn
+from tests.specs import mlp
 
 
 def iris_spec(optimizer: dict[str, Any], epochs: int = 5) -> Any:
     return parse_spec(
-        {
-            "dataset": "builtin:iris",
-            "model": {
-                "layers": [
-                    {"type": "dense", "units": 16, "activation": "tanh"},
-                    {"type": "dense", "units": 3},
-                ]
-            },
-            "loss": "cross_entropy",
-            "optimizer": optimizer,
-            "training": {"epochs": epochs, "batch_size": 16, "seed": 0},
-        }
+        mlp(
+            "builtin:iris",
+            [16, 3],
+            activation="tanh",
+            optimizer=optimizer,
+            training={"epochs": epochs, "batch_size": 16, "seed": 0},
+        )
     )
 
 

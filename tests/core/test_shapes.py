@@ -10,7 +10,7 @@ from core.data import load_builtin
 from core.errors import SpecError
 from core.model import check_shapes
 from core.spec import parse_spec
-from tests.core.conftest import digits_mlp
+from tests.specs import digits_mlp
 
 
 def shape_error(data: dict[str, Any], dataset: str = "digits") -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import SpecError
 from core.spec import parse_spec
-from tests.core.conftest import digits_mlp
+from tests.specs import digits_mlp
 
 
 def errors_of(data: Any) -> list[dict[str, Any]]:

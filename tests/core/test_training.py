@@ -12,8 +12,8 @@ import pytest
 from core.data import load_builtin
 from core.errors import SpecError, TrainingError
 from core.spec import parse_spec
-from core.train import Callbacks, MetricPoint, Progress, TrainResult, train
-from tests.core.conftest import digits_mlp
+from core.train import Callbacks, MetricPoint, Progress, TrainResult, latest_checkpoint, train
+from tests.specs import digits_mlp, diverging_sine_mlp, mlp
 
 TIMING = {"samples_per_second", "epoch_seconds"}
 
@@ -61,24 +61,21 @@ class Recorder(Callbacks):
 
 def test_xor_2_2_1_sigmoid_full_batch_learns_exactly() -> None:
     result = run(
-        {
-            "dataset": "builtin:xor",
-            "model": {
-                "layers": [
-                    {"type": "dense", "units": 2, "activation": "sigmoid"},
-                    {"type": "dense", "units": 1, "activation": "sigmoid"},
-                ]
-            },
-            "loss": "sse",
-            "metrics": ["accuracy"],
-            "optimizer": {"type": "sgd", "learning_rate": 0.5, "momentum": 0.9},
-            "training": {
+        mlp(
+            "builtin:xor",
+            [2, 1],
+            activation="sigmoid",
+            output_activation="sigmoid",
+            loss="sse",
+            metrics=["accuracy"],
+            optimizer={"type": "sgd", "learning_rate": 0.5, "momentum": 0.9},
+            training={
                 "epochs": 3000,
                 "batch_size": "full",
                 "seed": 1,
                 "stop_when": {"metric": "loss", "below": 0.01},
             },
-        }
+        )
     )
     assert result.stop_reason == "stop_when"
     assert result.summary["accuracy"] == 1.0
@@ -140,7 +137,9 @@ def test_resume_equals_uninterrupted(tmp_path: Path, stop_after_chunks: int) -> 
         callbacks=Recorder(stop_after_chunks=stop_after_chunks),
     )
     assert first.stop_reason == "cancelled"
-    resumed = run(data, chunk_steps=13, checkpoint_dir=tmp_path)
+    resumed = run(
+        data, chunk_steps=13, checkpoint_dir=tmp_path, resume_from=latest_checkpoint(tmp_path)
+    )
     assert resumed.stop_reason == "completed"
     assert deterministic(resumed.history) == deterministic(uninterrupted.history)
     assert_same_params(resumed.params, uninterrupted.params)
@@ -149,18 +148,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path, stop_after_chunks: int) -> 
 
 
 def test_non_finite_loss_stops_with_epoch_and_step() -> None:
-    data = {
-        "dataset": "builtin:sine",
-        "model": {
-            "layers": [
-                {"type": "dense", "units": 32, "activation": "relu"},
-                {"type": "dense", "units": 1},
-            ]
-        },
-        "loss": "mse",
-        "optimizer": {"type": "sgd", "learning_rate": 1e6},
-        "training": {"epochs": 5, "batch_size": 16},
-    }
+    data = diverging_sine_mlp()
     with pytest.raises(TrainingError) as caught:
         run(data)
     error = caught.value

@@ -39,8 +39,8 @@ from tests.deploy.dockerfile import dockerfile_stages, healthcheck_command
 from tests.integration.client import TERMINAL, BackpropClient, JobStore
 from tests.integration.processes import ManagedProcess, Processes, backprop_command
 from tests.integration.processes import clean_environment as host_environment
-from tests.integration.specs import XOR
 from tests.servers import PG_USER, PostgresServer, free_port, require_binary, wait_until
+from tests.specs import XOR
 
 SECRETS = {
     "POSTGRES_PASSWORD": "composetestpg",

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.deployments import Deployment
-from tests.integration.specs import XOR
+from tests.specs import XOR
 from tests.sse import Event, events
 
 

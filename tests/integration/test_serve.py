@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tests.integration.deployments import EmbeddedDeployment
 from tests.integration.processes import Processes
-from tests.integration.specs import LONG_DIGITS_MLP
 from tests.servers import wait_until
+from tests.specs import LONG_DIGITS_MLP
 
 JOB_SECONDS = 180
 STOP_SECONDS = 15  # the idle filesystem-broker worker alone takes ~7 s to stop

@@ -18,22 +18,8 @@ from app.domain.db.models import Job, Tenant
 from app.domain.db.types import new_id, utcnow
 from app.queue import RUN_JOB_TASK
 from core.spec import parse_spec
+from tests.specs import xor_mlp
 from worker.celery_app import make_worker_celery
-
-XOR_SPEC: dict[str, Any] = {
-    "dataset": "builtin:xor",
-    "model": {
-        "layers": [
-            {"type": "dense", "units": 8, "activation": "tanh"},
-            {"type": "dense", "units": 2},
-        ]
-    },
-    "loss": "cross_entropy",
-    "metrics": ["accuracy"],
-    "optimizer": {"type": "adam", "learning_rate": 0.05},
-    "training": {"epochs": 3, "batch_size": "full", "log_every_steps": 1},
-    "device": "cpu",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +61,7 @@ def make_job(factory: sessionmaker[Session], tenant_id: str) -> MakeJob:
     """Insert a queued job as `POST /v1/jobs` does; returns its id."""
 
     def make(spec: dict[str, Any] | None = None, validate: bool = True, **columns: Any) -> str:
-        body = spec or XOR_SPEC
+        body = spec or xor_mlp()
         stored = parse_spec(body).model_dump(mode="json") if validate else body
         job = Job(
             id=new_id(),

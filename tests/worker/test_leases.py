@@ -109,8 +109,8 @@ def test_requeue_expired_retries_then_fails_with_worker_lost(
         assert requeue_expired(session, utcnow()) == []
     job = read_job(factory, job_id)
     assert (job.status, job.attempt) == ("failed", 3)
-    assert job.error is not None and job.error["code"] == "worker_lost"
-    assert "attempt 3 of 3" in job.error["message"]
+    assert job.error is not None and job.error.code == "worker_lost"
+    assert "attempt 3 of 3" in job.error.message
     assert job.finished_at is not None
     assert read_job(factory, healthy).status == "running"  # its lease is still valid
 

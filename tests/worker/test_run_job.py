@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -20,16 +18,11 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Artifact, Job, Metric, Worker
 from app.domain.db.types import utcnow
 from core.export import import_model
-from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
+from tests.specs import diverging_sine_mlp, xor_mlp
+from tests.worker.conftest import MakeJob, read_job, wait_for
 from worker.draining import drain_flag
 
 RunTask = Callable[[str], str]
-
-
-def _spec(**training: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(XOR_SPEC)
-    spec["training"].update(training)
-    return spec
 
 
 def _metrics(factory: sessionmaker[Session], job_id: str) -> list[Metric]:
@@ -73,13 +66,13 @@ def _task_in_background(run_task: RunTask, job_id: str) -> Iterator[dict[str, st
 
 def _training(factory: sessionmaker[Session], job_id: str) -> bool:
     job = read_job(factory, job_id)
-    return job.status == "running" and (job.progress or {}).get("step", 0) > 0
+    return job.status == "running" and job.progress is not None and job.progress.step > 0
 
 
 def test_trains_xor_end_to_end(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
 ) -> None:
-    job_id = make_job(_spec(epochs=40))
+    job_id = make_job(xor_mlp(epochs=40))
 
     assert run_task(job_id) == "finished"
 
@@ -87,8 +80,8 @@ def test_trains_xor_end_to_end(
     assert job.status == "succeeded", job.error
     assert (job.attempt, job.worker, job.device, job.error) == (1, "test-worker", "cpu", None)
     assert job.started_at is not None and job.finished_at is not None
-    assert job.progress is not None and job.progress["fraction"] == 1.0
-    assert job.progress["epoch"] == job.progress["epochs"] == 40
+    assert job.progress is not None and job.progress.fraction == 1.0
+    assert job.progress.epoch == job.progress.epochs == 40
     assert job.summary is not None
     assert job.summary["samples_per_second"] > 0
     assert job.summary["accuracy"] == 1.0 and job.summary["stop_reason"] == "completed"
@@ -119,7 +112,7 @@ def test_trains_xor_end_to_end(
     assert worker is not None and worker.running_job_id is None and worker.idle_since is not None
 
     # init_from: zero epochs only initialise, so the new model is exactly the first one.
-    follow_up = make_job({**_spec(epochs=0), "init_from": {"job": job_id}})
+    follow_up = make_job({**xor_mlp(epochs=0), "init_from": {"job": job_id}})
     assert run_task(follow_up) == "finished"
     copied = read_job(factory, follow_up)
     assert copied.status == "succeeded", copied.error
@@ -133,7 +126,7 @@ def test_trains_xor_end_to_end(
 def test_cancel_lands_within_two_seconds(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
 ) -> None:
-    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=100_000))
+    job_id = make_job(xor_mlp(epochs=100_000, checkpoint_every_epochs=100_000))
     with _task_in_background(run_task, job_id) as outcome:
         wait_for(lambda: _training(factory, job_id), 60, what="training to start")
         with transaction(factory) as session:
@@ -151,7 +144,7 @@ def test_cancel_lands_within_two_seconds(
 def test_cancel_kills_a_child_that_does_not_stop(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
 ) -> None:
-    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=100_000))
+    job_id = make_job(xor_mlp(epochs=100_000, checkpoint_every_epochs=100_000))
     with _task_in_background(run_task, job_id) as outcome:
         wait_for(lambda: _training(factory, job_id), 60, what="training to start")
         (child,) = _training_children()
@@ -170,7 +163,7 @@ def test_cancel_kills_a_child_that_does_not_stop(
 def test_a_stopping_worker_hands_its_job_back_with_the_same_attempt(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
 ) -> None:
-    job_id = make_job(_spec(epochs=100_000, checkpoint_every_epochs=1))
+    job_id = make_job(xor_mlp(epochs=100_000, checkpoint_every_epochs=1))
     with _task_in_background(run_task, job_id) as outcome:
         wait_for(lambda: _training(factory, job_id), 60, what="training to start")
         wait_for(lambda: read_job(factory, job_id).checkpoint_epoch, 30, what="a checkpoint")
@@ -194,7 +187,7 @@ def test_a_stopping_worker_hands_its_job_back_with_the_same_attempt(
 def test_a_spec_that_does_not_fit_the_data_fails_without_retry(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
 ) -> None:
-    spec = _spec()
+    spec = xor_mlp()
     spec["model"]["layers"].insert(0, {"type": "conv2d", "filters": 4, "kernel_size": 3})
     job_id = make_job(spec)
 
@@ -202,37 +195,29 @@ def test_a_spec_that_does_not_fit_the_data_fails_without_retry(
 
     job = read_job(factory, job_id)
     assert (job.status, job.attempt) == ("failed", 1)
-    assert job.error is not None and job.error["code"] == "invalid_spec"
-    assert "conv2d_0" in job.error["message"]
+    assert job.error is not None and job.error.code == "invalid_spec"
+    assert "conv2d_0" in job.error.message
 
 
 def test_a_diverging_run_fails_with_non_finite_loss(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
 ) -> None:
-    layers = [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]
-    spec = {
-        "dataset": "builtin:sine",
-        "model": {"layers": layers},
-        "loss": "mse",
-        "optimizer": {"type": "sgd", "learning_rate": 1e6},
-        "training": {"epochs": 20, "batch_size": 32},
-        "device": "cpu",
-    }
+    spec = {**diverging_sine_mlp(epochs=20, batch_size=32), "device": "cpu"}
     job_id = make_job(spec)
 
     assert run_task(job_id) == "finished"
 
     job = read_job(factory, job_id)
     assert (job.status, job.attempt) == ("failed", 1)
-    assert job.error is not None and job.error["code"] == "non_finite_loss"
-    assert job.error["epoch"] is not None and job.error["step"] >= 1
+    assert job.error is not None and job.error.code == "non_finite_loss"
+    assert job.error.epoch is not None and job.error.step >= 1
     assert job.model_path is None
 
 
 def test_a_killed_child_is_requeued_and_resumes_from_its_checkpoint(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
 ) -> None:
-    spec = _spec(epochs=400, checkpoint_every_epochs=20, log_every_steps=1)
+    spec = xor_mlp(epochs=400, checkpoint_every_epochs=20, log_every_steps=1)
     job_id = make_job(spec)
     with _task_in_background(run_task, job_id) as outcome:
         wait_for(

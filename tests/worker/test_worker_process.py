@@ -20,7 +20,8 @@ from app.domain.db.models import Worker
 from app.domain.db.types import utcnow
 from app.domain.leases import requeue_expired
 from app.queue import JobQueue
-from tests.worker.conftest import XOR_SPEC, MakeJob, read_job, wait_for
+from tests.specs import xor_mlp
+from tests.worker.conftest import MakeJob, read_job, wait_for
 
 
 def _loads_jax(pid: int) -> bool:
@@ -126,11 +127,11 @@ def test_python_m_worker_runs_jobs_sent_through_the_broker(
 def test_a_killed_worker_leaves_no_process_behind_and_its_job_is_requeued(
     factory: sessionmaker[Session], make_job: MakeJob, settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = make_job({**XOR_SPEC, "training": {"epochs": 100_000, "batch_size": "full"}})
+    job_id = make_job({**xor_mlp(), "training": {"epochs": 100_000, "batch_size": "full"}})
     settings.lease_seconds = 2
     with _worker_process(settings, tmp_path) as worker:
         JobQueue(settings).send(job_id, "cpu")
-        wait_for(lambda: (read_job(factory, job_id).progress or {}).get("step"), 60, what="steps")
+        wait_for(lambda: getattr(read_job(factory, job_id).progress, "step", 0), 60, what="steps")
         (pool,) = _children(worker.pid)
         (child,) = _children(pool)
         worker.kill()  # SIGKILL of the Celery main process alone

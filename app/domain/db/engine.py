@@ -78,8 +78,14 @@ class RoutingSession(Session):
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that never begin a transaction by themselves (`autobegin=False`): every
+    statement must sit inside `reading(session)` or `session.begin()`, so a read that
+    forgot to say so fails at once instead of taking SQLite's write lock (and holding a
+    PostgreSQL transaction) until the session closes."""
     reader = _reader_engine(engine)
-    return sessionmaker(engine, class_=RoutingSession, reader=reader, expire_on_commit=False)
+    return sessionmaker(
+        engine, class_=RoutingSession, reader=reader, expire_on_commit=False, autobegin=False
+    )
 
 
 def _reader_engine(engine: Engine) -> Engine:

@@ -20,7 +20,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.domain.db.types import UTCDateTime, new_id, utcnow
+from app.domain.db.types import EnumText, ModelJSON, UTCDateTime, new_id, utcnow
+from app.domain.status import ArtifactKind, JobStatus
+from app.domain.values import JobError, JobProgress
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -91,7 +93,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobStatus] = mapped_column(EnumText(JobStatus, 16), default=JobStatus.QUEUED)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     dataset: Mapped[str] = mapped_column(String(64))  # "builtin:<name>" or a dataset id
@@ -108,10 +110,10 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    progress: Mapped[JobProgress | None] = mapped_column(ModelJSON(JobProgress), nullable=True)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[JobError | None] = mapped_column(ModelJSON(JobError), nullable=True)
     checkpoint_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     model_path: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -145,7 +147,7 @@ class Artifact(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # checkpoint | model
+    kind: Mapped[ArtifactKind] = mapped_column(EnumText(ArtifactKind, 16))
     path: Mapped[str] = mapped_column(Text)  # relative to data_dir
     epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)

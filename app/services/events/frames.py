@@ -7,7 +7,6 @@ from itertools import groupby
 from operator import attrgetter
 
 from app.schemas.events import MetricsEventData, ProgressEventData
-from app.schemas.jobs import JobProgress
 from app.services.events.reads import JobState, Point
 from app.services.metrics_query import series_public
 
@@ -20,8 +19,8 @@ def frame(event: str, event_id: str, data: str) -> str:
 
 
 def progress_data(state: JobState) -> str:
-    progress = JobProgress.model_validate(state.progress) if state.progress else None
-    return ProgressEventData(progress=progress, eta_seconds=state.eta_seconds).model_dump_json()
+    data = ProgressEventData(progress=state.progress, eta_seconds=state.eta_seconds)
+    return data.model_dump_json()
 
 
 def metrics_data(points: Sequence[Point]) -> str:

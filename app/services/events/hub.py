@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.schemas.jobs import TERMINAL_STATUSES
+from app.domain.values import JobProgress
 from app.services.events.cursor import EventCursor
 from app.services.events.frames import KEEPALIVE, frame, metrics_data, progress_data
 from app.services.events.reads import JobState, StatusKey, Updates, Watch, read_updates
@@ -47,7 +47,7 @@ class _Watcher:
         self.job_id = job_id
         self.cursor = cursor
         self.seen_status: StatusKey | None = None
-        self.seen_progress: dict[str, Any] | None = None
+        self.seen_progress: JobProgress | None = None
         self.frames: asyncio.Queue[str | None] = asyncio.Queue()
         self.sent = 0
 
@@ -186,7 +186,7 @@ class JobEventHub:
         if state is None:  # deleted with its tenant: nothing more will come
             self._finish(watcher)
             return
-        terminal = state.status in TERMINAL_STATUSES
+        terminal = state.status.terminal
         if watcher.seen_status != state.key and not terminal:
             self._send_status(watcher, rendered, state)
         new_points = rendered.metrics(job_id, watcher.cursor.metrics_until)

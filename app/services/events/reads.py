@@ -14,24 +14,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.db.engine import reading
 from app.domain.db.models import Job, Metric
+from app.domain.status import JobStatus
+from app.domain.values import JobProgress
 from app.schemas.jobs import JobPublic
 from app.services import jobs
 
-StatusKey = tuple[str, int]  # (status, attempt): a change of either is a status event
+StatusKey = tuple[JobStatus, int]  # (status, attempt): a change of either is a status event
 
 
 @dataclass(frozen=True)
 class JobState:
-    status: str
+    status: JobStatus
     attempt: int
-    progress: dict[str, Any] | None
+    progress: JobProgress | None
     eta_seconds: float | None
 
     @property

@@ -24,11 +24,10 @@ from app.domain.db.engine import reading
 from app.domain.db.models import Job, Worker
 from app.domain.db.models import Metric as MetricRow
 from app.domain.db.types import utcnow
-from app.schemas.jobs import TERMINAL_STATUSES, JobStatus
+from app.domain.status import TERMINAL_STATUSES, JobStatus
 
 log = logging.getLogger(__name__)
 
-STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 QUEUES = ("cpu", "gpu")  # always reported, 0 when empty
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 # Workers last seen longer ago than this are left out, so dead names do not pile up.
@@ -90,7 +89,7 @@ def _read_families(session: Session, now: datetime) -> Iterator[Metric]:
 def _jobs_by_status(session: Session) -> Metric:
     counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     family = GaugeMetricFamily("backprop_jobs", "Jobs by status (all tenants)", labels=["status"])
-    for status in sorted({*STATUSES, *counts}):
+    for status in sorted({*JobStatus, *counts}):
         family.add_metric([status], counts.get(status, 0))
     return family
 
@@ -98,7 +97,7 @@ def _jobs_by_status(session: Session) -> Metric:
 def _queues(session: Session, now: datetime) -> Iterator[Metric]:
     rows = session.execute(
         select(Job.queue, func.count(), func.min(func.coalesce(Job.enqueued_at, Job.created_at)))
-        .where(Job.status == "queued")
+        .where(Job.status == JobStatus.QUEUED)
         .group_by(Job.queue)
     ).all()
     by_queue = {queue: (count, oldest) for queue, count, oldest in rows}
@@ -171,7 +170,7 @@ def _workers(session: Session, now: datetime) -> Iterator[Metric]:
 
 
 def _throughput(session: Session) -> Metric:
-    running = select(Job.id).where(Job.status == "running")
+    running = select(Job.id).where(Job.status == JobStatus.RUNNING)
     latest = (
         select(MetricRow.job_id, func.max(MetricRow.step).label("step"))
         .where(MetricRow.name == THROUGHPUT_SERIES, MetricRow.job_id.in_(running))
@@ -189,7 +188,7 @@ def _throughput(session: Session) -> Metric:
                 MetricRow.step == latest.c.step,
             ),
         )
-        .where(Job.status == "running")
+        .where(Job.status == JobStatus.RUNNING)
     ).all()
     family = GaugeMetricFamily(
         "backprop_training_samples_per_second",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
+
+from cachetools import LRUCache
 
 from app.services.predict.predictor import Predictor
 
@@ -21,22 +22,19 @@ class PredictorCache:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[Hashable, Predictor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LRUCache[Hashable, Predictor] = LRUCache(capacity)
+        self._lock = threading.Lock()  # an LRUCache is not thread-safe; even a read reorders it
 
     def get_or_load(self, key: Hashable, load: Callable[[], Predictor]) -> Predictor:
         """The cached predictor for `key`, else `load()` (outside the lock), cached."""
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
+            predictor = self._entries.get(key)
+        if predictor is not None:
+            return predictor
         loaded = load()
         with self._lock:
-            predictor = self._entries.setdefault(key, loaded)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-            return predictor
+            # The first of two concurrent loads is kept; setdefault marks it used either way.
+            return self._entries.setdefault(key, loaded)
 
     def __len__(self) -> int:
         with self._lock:

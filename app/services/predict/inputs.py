@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from fastapi.exceptions import RequestValidationError
+
+from app.domain.errors import InvalidInput
+from core.errors import ErrorItem
 
 Shape = tuple[int, ...]
 _NUMERIC_KINDS = "iuf"  # what numpy makes of JSON numbers; strings, null and true/false are not
@@ -24,7 +26,7 @@ def input_array(inputs: Sequence[Any], input_shape: Shape) -> np.ndarray:
       input_shape: the model's per-example input shape (no batch dimension).
 
     Raises:
-      RequestValidationError: ragged or wrongly shaped examples, values that are not numbers,
+      InvalidInput: ragged or wrongly shaped examples, values that are not numbers,
         and non-finite values (including numbers beyond float32's range).
     """
     try:
@@ -47,7 +49,7 @@ def input_array(inputs: Sequence[Any], input_shape: Shape) -> np.ndarray:
     return values
 
 
-def _first_bad_example(inputs: Sequence[Any], input_shape: Shape) -> RequestValidationError:
+def _first_bad_example(inputs: Sequence[Any], input_shape: Shape) -> InvalidInput:
     """The error for the first example that is ragged, wrongly shaped or not numeric.
 
     Only runs on the error path, so looking at the examples one by one costs nothing in
@@ -82,6 +84,6 @@ def _first_bad_example(inputs: Sequence[Any], input_shape: Shape) -> RequestVali
     return _error(None, "the examples could not be read as one array of numbers", "float_type")
 
 
-def _error(index: int | None, msg: str, type: str) -> RequestValidationError:
+def _error(index: int | None, msg: str, type: str) -> InvalidInput:
     loc: tuple[str | int, ...] = ("body", "inputs") if index is None else ("body", "inputs", index)
-    return RequestValidationError([{"loc": loc, "msg": msg, "type": type}])
+    return InvalidInput.of([ErrorItem(loc, msg, type)])

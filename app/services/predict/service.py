@@ -11,27 +11,28 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import AsyncIterable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.domain import dataset_store
+from app.domain.db.engine import reading
 from app.domain.db.models import Job
+from app.domain.errors import ContentTooLarge, InvalidInput, Unavailable
 from app.schemas.predict import MAX_EXAMPLES, PredictionPublic, PredictionRequest
 from app.services import jobs
 from app.services.predict.cache import PredictorCache
 from app.services.predict.inputs import input_array
 from app.services.predict.predictor import Prediction, Predictor
 from core.data import DatasetInfo
+from core.errors import ErrorItem
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,18 @@ class ModelRef:
         return numbers * JSON_BYTES_PER_NUMBER + (1 << 20)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it passes `limit` bytes (never buffered past it)."""
-    declared = request.headers.get("content-length", "")
+async def read_body(headers: Mapping[str, str], body: AsyncIterable[bytes], limit: int) -> bytes:
+    """A request body from its chunks, never buffered past `limit` bytes.
+
+    Raises:
+      ContentTooLarge: as soon as the body passes `limit`, or at once when `headers`'
+        Content-Length says it will.
+    """
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise body_too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in body:
         size += len(chunk)
         if size > limit:
             raise body_too_large(limit)
@@ -85,9 +91,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def body_too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
+def body_too_large(limit: int) -> ContentTooLarge:
+    return ContentTooLarge(
         f"the request body is over {limit:,} bytes, more than {MAX_EXAMPLES:,} examples of "
         "this model's input can take: send fewer examples per request",
     )
@@ -97,7 +102,7 @@ def model_ref(session: Session, settings: Settings, job: Job) -> ModelRef:
     """The job's model; 404 until the worker has written it (as `GET /model` answers)."""
     path = jobs.model_file(settings, job)
     stat = path.stat()
-    with session.begin():
+    with reading(session):
         info = dataset_store.dataset_info(session, job.tenant_id, job.dataset)
     return ModelRef(
         job_id=job.id,
@@ -126,29 +131,28 @@ class PredictionService:
         self.cache = PredictorCache(cache_size)
         self._limiter = anyio.CapacityLimiter(MAX_CONCURRENT_PREDICTIONS)
 
-    async def predict(self, ref: ModelRef, body: bytes) -> Response:
+    async def predict(self, ref: ModelRef, body: bytes) -> str:
         """Run a request body's `inputs` through the model of `ref`, in a worker thread.
 
         Returns:
           the PredictionPublic, already rendered as JSON (`classes` only for classifiers).
 
         Raises:
-          RequestValidationError: a body that is not a PredictionRequest, or inputs that do
-            not fit the model (422).
-          HTTPException: 500 when the stored model file cannot be loaded.
+          InvalidInput: a body that is not a PredictionRequest, or inputs that do not fit
+            the model.
+          Unavailable: the stored model file cannot be loaded.
         """
         return await anyio.to_thread.run_sync(self._predict_now, ref, body, limiter=self._limiter)
 
-    def _predict_now(self, ref: ModelRef, body: bytes) -> Response:
+    def _predict_now(self, ref: ModelRef, body: bytes) -> str:
         inputs = parse_request(body).inputs
         predictor = self.cache.get_or_load(ref.cache_key, lambda: _load(ref))
         prediction = predictor.predict(input_array(inputs, predictor.input_shape))
-        rendered = _public(prediction).model_dump_json(exclude_none=True)
-        return Response(rendered, media_type="application/json")
+        return _public(prediction).model_dump_json(exclude_none=True)
 
 
 def parse_request(body: bytes) -> PredictionRequest:
-    """The JSON body as a PredictionRequest, or a 422 located in the body.
+    """The JSON body as a PredictionRequest, or InvalidInput located in the body.
 
     The errors keep `loc`, `msg` and `type` only: echoing the `input` back could mean
     10,001 examples in an error message.
@@ -157,10 +161,10 @@ def parse_request(body: bytes) -> PredictionRequest:
         return PredictionRequest.model_validate_json(body)
     except ValidationError as exc:
         errors = [
-            {"loc": ("body", *error["loc"]), "msg": error["msg"], "type": error["type"]}
+            ErrorItem(("body", *error["loc"]), error["msg"], error["type"])
             for error in exc.errors(include_url=False)
         ]
-        raise RequestValidationError(errors) from None
+        raise InvalidInput.of(errors) from None
 
 
 def _load(ref: ModelRef) -> Predictor:
@@ -170,15 +174,9 @@ def _load(ref: ModelRef) -> Predictor:
         )
     except OSError as exc:  # its message would show the server's paths
         log.exception("job %s: reading the model file failed", ref.job_id)
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"the model file of job {ref.job_id} is unreadable",
-        ) from exc
+        raise Unavailable(f"the model file of job {ref.job_id} is unreadable") from exc
     except ValueError as exc:
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"the model of job {ref.job_id} cannot be loaded: {exc}",
-        ) from exc
+        raise Unavailable(f"the model of job {ref.job_id} cannot be loaded: {exc}") from exc
 
 
 def _public(prediction: Prediction) -> PredictionPublic:

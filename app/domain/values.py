@@ -1,0 +1,102 @@
+"""The value types a job row holds and its public body shows: progress and error.
+
+Each is built in one place: `JobProgress.of` from the engine's progress, `JobError.of`
+from whatever stopped a run (the worker) and `JobError.worker_lost` (the lease keeper).
+They are stored as JSON (`app.domain.db.types.ModelJSON`) and read back as these types.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import SpecError, TrainingError
+
+if TYPE_CHECKING:  # core.train imports JAX, which the Celery main process must never load
+    from core.train import Progress
+
+
+class ErrorCode(StrEnum):
+    """API.md's job error codes."""
+
+    INVALID_SPEC = "invalid_spec"
+    NON_FINITE_LOSS = "non_finite_loss"
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal"
+
+
+class JobProgress(BaseModel):
+    """How far a running job is; `epoch` is 0-based and equals `epochs` when done."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    fraction: float = Field(description="step / steps, in [0, 1]")
+
+    @classmethod
+    def of(cls, progress: Progress) -> JobProgress:
+        """The engine's progress report as the job shows it."""
+        return cls(
+            epoch=progress.epoch,
+            epochs=progress.epochs,
+            step=progress.step,
+            steps=progress.steps,
+            fraction=progress.fraction,
+        )
+
+
+class JobError(BaseModel):
+    """Why a job failed; `epoch` and `step` say where, when known."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+    epoch: int | None = None
+    step: int | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException, where: JobProgress | None = None) -> JobError:
+        """The error for an exception raised while preparing or training a job; where the
+        exception does not say, `where` (the last progress seen) gives epoch and step."""
+        if isinstance(exc, TrainingError):
+            code, message = ErrorCode(exc.code), exc.message
+        elif isinstance(exc, SpecError):
+            code, message = ErrorCode.INVALID_SPEC, str(exc)
+        elif is_out_of_memory(exc):
+            code = ErrorCode.OUT_OF_MEMORY
+            message = (
+                f"out of memory: {exc}. Lower training.batch_size or the model's size, or run "
+                "on a device with more memory"
+            )
+        else:
+            code, message = ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+        epoch, step = (exc.epoch, exc.step) if isinstance(exc, TrainingError) else (None, None)
+        if where is not None:
+            epoch = where.epoch if epoch is None else epoch
+            step = where.step if step is None else step
+        return cls(code=code, message=message, epoch=epoch, step=step)
+
+    @classmethod
+    def worker_lost(cls, message: str, where: JobProgress | None) -> JobError:
+        return cls(
+            code=ErrorCode.WORKER_LOST,
+            message=message,
+            epoch=None if where is None else where.epoch,
+            step=None if where is None else where.step,
+        )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or XLA's RESOURCE_EXHAUSTED (raised as a runtime error with that text)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
