@@ -123,3 +123,12 @@ def diverging_sine_mlp(**training: Any) -> Spec:
         optimizer={"type": "sgd", "learning_rate": 1e6},
         training={"epochs": 5, "batch_size": 16, **training},
     )
+
+
+def endless_digits_mlp(**training: Any) -> Spec:
+    """LONG_DIGITS_MLP for 100,000 epochs (about a quarter of a second each): a job that is
+    still training when a test cancels, stops or kills it, however fast small jobs get."""
+    return {
+        **LONG_DIGITS_MLP,
+        "training": {**LONG_DIGITS_MLP["training"], "epochs": 100_000, **training},
+    }

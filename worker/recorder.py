@@ -30,7 +30,7 @@ from app.domain.db.types import utcnow
 from app.domain.leases import owned, update_owned_job
 from app.domain.status import ArtifactKind
 from app.domain.values import JobProgress
-from core.train import Callbacks, MetricPoint, Progress
+from core.train import Callbacks, MetricSeries, Progress
 from worker.db import upsert
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,20 @@ class JobRecorder(Callbacks):
 
     # -- hooks called by core.train --------------------------------------------------
 
-    def on_metrics(self, points: list[MetricPoint]) -> None:
+    def on_metrics(self, series: list[MetricSeries]) -> None:
         now = utcnow()
-        for point in points:
-            if not math.isfinite(point.value):  # SQL NULL in SQLite, and no use on a chart
-                continue
-            self._pending[(point.name, point.step)] = {
-                "job_id": self.job_id,
-                "name": point.name,
-                "step": point.step,
-                "epoch": point.epoch,
-                "value": point.value,
-                "time": now,
-            }
+        for one in series:
+            for step, epoch, value in zip(one.steps, one.epochs, one.values, strict=True):
+                if not math.isfinite(value):  # SQL NULL in SQLite, and no use on a chart
+                    continue
+                self._pending[(one.name, step)] = {
+                    "job_id": self.job_id,
+                    "name": one.name,
+                    "step": step,
+                    "epoch": epoch,
+                    "value": value,
+                    "time": now,
+                }
 
     def on_progress(self, progress: Progress) -> None:
         self.progress = progress

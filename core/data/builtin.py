@@ -11,6 +11,10 @@
   2 classes of 200 points, generated from a fixed seed so every call is identical.
 - sine: regression, x = 256 evenly spaced points in [-π, π], shape [256, 1], and
   y = sin(x) with shape [256, 1] (target_shape [1]), like every regression target here.
+- The 1986 backpropagation problems (Rumelhart, Hinton & Williams), every pattern once,
+  inputs 0/1: symmetry [64, 6] (class 1 when the 6 bits read the same backwards), parity
+  [16, 4] (class 1 for an odd number of ones) and encoder [8, 8] (one-hot patterns, the
+  regression target is the input itself, for an 8-3-8 network).
 
 The datasets are cached and their arrays are read-only: callers share one copy.
 """
@@ -114,6 +118,28 @@ def _sine(num_points: int = 256) -> Dataset:
     return _dataset("sine", x, np.sin(x), "regression", None)
 
 
+def _bits(width: int) -> np.ndarray:
+    """Every pattern of `width` bits, [2^width, width], most significant bit first."""
+    codes = np.arange(2**width)[:, None]
+    return (codes >> np.arange(width - 1, -1, -1)) & 1
+
+
+def _symmetry() -> Dataset:
+    x = _bits(6)
+    y = np.all(x == x[:, ::-1], axis=1).astype(np.int64)
+    return _dataset("symmetry", x, y, "classification", ["0", "1"])
+
+
+def _parity() -> Dataset:
+    x = _bits(4)
+    return _dataset("parity", x, x.sum(axis=1) % 2, "classification", ["0", "1"])
+
+
+def _encoder() -> Dataset:
+    x = np.eye(8)
+    return _dataset("encoder", x, x.astype(np.float32), "regression", None)
+
+
 # Builtin name (`builtin:<name>` in a job spec) → builder. Adding one is one entry here.
 BUILDERS: dict[str, Callable[[], Dataset]] = {
     "digits": _digits,
@@ -124,6 +150,9 @@ BUILDERS: dict[str, Callable[[], Dataset]] = {
     "two_moons": _two_moons,
     "spirals": _spirals,
     "sine": _sine,
+    "symmetry": _symmetry,
+    "parity": _parity,
+    "encoder": _encoder,
 }
 
 

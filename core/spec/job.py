@@ -129,7 +129,10 @@ class Training(StrictModel):
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     early_stopping: EarlyStopping | None = None
     stop_when: StopWhen | None = None
-    checkpoint_every_epochs: PositiveInt = 1
+    # A checkpoint at the first epoch boundary this long after the previous one, and
+    # (when set) every that many epochs; always at the end and at a stop.
+    checkpoint_every_seconds: Annotated[float, Field(gt=0)] = 60.0
+    checkpoint_every_epochs: PositiveInt | None = None
     max_runtime_seconds: Annotated[float, Field(gt=0)] | None = None
     log_every_steps: PositiveInt = 10
 

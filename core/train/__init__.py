@@ -1,12 +1,13 @@
 """Training: the jitted scan loop, checkpoints, stopping rules and worker hooks."""
 
-from core.train.callbacks import Callbacks, MetricPoint, Progress
+from core.train.callbacks import Callbacks, MetricPoint, MetricSeries, Progress
 from core.train.checkpoint import latest_checkpoint
 from core.train.loop import StopReason, TrainResult, train
 
 __all__ = [
     "Callbacks",
     "MetricPoint",
+    "MetricSeries",
     "Progress",
     "StopReason",
     "TrainResult",

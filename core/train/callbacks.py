@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,26 @@ class Progress:
         return (self.steps - self.step) * self.elapsed_seconds / self.step
 
 
-@dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):
     name: str
     step: int
     epoch: int
     value: float
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    """Points of one metric, as columns: `values[i]` after step `steps[i]`, in epoch
+    `epochs[i]`. A chunk of many tiny epochs reports 10⁵ points; columns keep that cheap."""
+
+    name: str
+    steps: list[int]
+    epochs: list[int]
+    values: list[float]
+
+    def points(self) -> Iterator[MetricPoint]:
+        for step, epoch, value in zip(self.steps, self.epochs, self.values, strict=True):
+            yield MetricPoint(self.name, step, epoch, value)
 
 
 class Callbacks:
@@ -38,8 +54,8 @@ class Callbacks:
     def on_progress(self, progress: Progress) -> None:
         """Called after each chunk of steps."""
 
-    def on_metrics(self, points: list[MetricPoint]) -> None:
-        """A batch of metric points: per-step loss after each chunk, epoch metrics at epoch end."""
+    def on_metrics(self, series: list[MetricSeries]) -> None:
+        """The metric points of a chunk: per-step loss, and the metrics of the epochs it ended."""
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """All metrics of a finished epoch (0-based), after validation."""

@@ -1,8 +1,13 @@
-"""`train(spec, dataset, …) -> TrainResult`: the one entry point the worker calls."""
+"""`train(spec, dataset, …) -> TrainResult`: the one entry point the worker calls.
+
+The loop reads like flax's `train_and_evaluate`: set the run up, then until the epochs are
+done or a rule stops it, plan a chunk (`plan`), run it on the device (`_Run.run_epochs`,
+or `_Run.run_long_epoch` in chunks of steps), apply its epochs' results (history, metric
+points, callbacks) and checkpoint when one is due.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,32 +21,30 @@ import numpy as np
 from core.data.dataset import Dataset
 from core.errors import FitError, SpecError, TrainingError
 from core.fit import fit_check
-from core.losses import SUMMED, loss_fn
+from core.losses import SUMMED, loss_fn, per_example_loss
 from core.metrics import metric_fns
 from core.model import Model, check_shapes
-from core.optimizers import build_optimizer, current_learning_rate
+from core.optimizers import build_optimizer
 from core.spec import JobSpec
 from core.train.callbacks import Callbacks, Progress
-from core.train.checkpoint import (
-    prune_checkpoints,
-    read_checkpoint,
-    write_checkpoint_atomically,
-)
+from core.train.checkpoint import prune_checkpoints, read_checkpoint, write_checkpoint_atomically
 from core.train.data import epoch_order, split_validation
-from core.train.reporting import (
-    epoch_points,
-    raise_if_non_finite,
-    step_points,
-    train_metrics,
-    validator,
+from core.train.epoch import (
+    EVAL_BATCH,
+    EpochEnd,
+    EpochsOut,
+    make_epoch_end_fn,
+    make_epochs_fn,
+    make_evaluate,
 )
-from core.train.step import Batching, StepStats, TrainState, make_chunk_fn
-from core.train.stopping import EarlyStoppingState, stop_when_reached
+from core.train.plan import ChunkPlanner, Epochs, Steps
+from core.train.reporting import History, raise_if_non_finite
+from core.train.step import Batching, StepStats, TrainState, make_chunk_fn, make_train_step
+from core.train.stopping import EarlyState, StopRules
 
-TARGET_CHUNK_SECONDS = 1.0  # control returns to Python about this often
 # A guess of the device's speed (and of a step's fixed cost) for sizing the first chunks
-# from the step's FLOP count; the first timing without compilation corrects it when it is
-# more than 4× off. Measured: the 784-1024-1024-10 MLP runs at ~150 GFLOP/s on 2 cores.
+# from the step's FLOP count; the first timing without compilation replaces it.
+# Measured: the 784-1024-1024-10 MLP runs at ~150 GFLOP/s on 2 cores.
 ASSUMED_FLOPS_PER_SECOND = 1e11
 STEP_OVERHEAD_SECONDS = 2e-5
 
@@ -65,76 +68,319 @@ class TrainResult:
     steps_completed: int
 
 
+class _Cancelled(Exception):
+    """The callbacks asked to stop (raised between chunks, caught by `train`)."""
+
+
 class _Run:
-    """The mutable bookkeeping of one call to `train`."""
+    """One call to `train`: the device state, the compiled programs and the bookkeeping."""
 
     def __init__(
-        self, spec: JobSpec, train_data: Dataset, checkpoint_dir: Path | None, callbacks: Callbacks
+        self,
+        spec: JobSpec,
+        train_data: Dataset,
+        val_data: Dataset | None,
+        checkpoint_dir: Path | None,
+        callbacks: Callbacks,
+        init_params: Any,
+        chunk_steps: int | None,
     ):
-        self.spec = spec
-        self.opts = spec.training
+        self.spec, self.opts = spec, spec.training
         self.callbacks = callbacks
         self.checkpoint_dir = checkpoint_dir
         self.batching = Batching.for_size(len(train_data.x), self.opts.batch_size)
         self.total_steps = self.batching.steps * self.opts.epochs
-        self.history: list[dict[str, float]] = []
-        self.early = EarlyStoppingState()
-        self.best: Any = None  # (params, model_state) of the best epoch, for restore_best
+
+        self.model = Model(spec.model)
+        self.loss = loss_fn(spec.loss)
+        self.metrics = metric_fns(spec.metrics, spec.loss)
+        self.tx = build_optimizer(spec.optimizer, self.total_steps)
+        init_key, self.data_key = jax.random.split(jax.random.PRNGKey(self.opts.seed))
+        input_shape = tuple(train_data.info.input_shape)
+        params, model_state = self.model.init(init_key, input_shape)
+        if init_params is not None:
+            params = _checked_init_params(spec, input_shape, init_params, model_state)
+        self.state = TrainState(params, model_state, self.tx.init(params))
+        self.rules = StopRules(self.opts.early_stopping, self.opts.stop_when)
+        self.limits = self.rules.limits()
+        self.keeps_best = bool(self.opts.early_stopping and self.opts.early_stopping.restore_best)
+        self.early = EarlyState.initial()
+        self.best: Any = self._copy_of_params() if self.keeps_best else None
+
+        self.x, self.y = _on_device(train_data)
+        self.val = _on_device(val_data) if val_data is not None else None
+        self.end = EpochEnd(
+            summed=spec.loss.type in SUMMED,
+            metric_names=tuple(self.metrics),
+            evaluate=self._evaluate(val_data),
+            val_batching=Batching.for_size(len(val_data.x), EVAL_BATCH) if val_data else None,
+            rules=self.rules,
+            keeps_best=self.keeps_best,
+        )
+        self.programs: dict[Any, Any] = {}  # (kind, size) -> jitted program
+        self.compiled: dict[Any, Any] = {}  # key -> its program compiled for this run
+        self.compile_seconds = 0.0
+        self.planner = ChunkPlanner(
+            self.batching.steps,
+            self.opts.epochs,
+            # A fixed chunk_steps needs no guess; lowering a step costs tens of ms.
+            seconds_per_step=1.0 if chunk_steps else self._seconds_per_step_guess(),
+            fixed_steps=chunk_steps,
+            checkpoint_every_epochs=self.opts.checkpoint_every_epochs,
+        )
+        self.history = History(self.end.metric_order(), self.batching, self.opts.log_every_steps)
+        self.epoch = 0
         self.step = 0
+        self.stop_reason = StopReason.COMPLETED
         self.started = time.monotonic()
+        self.last_checkpoint = self.started
 
-    @property
-    def keeps_best(self) -> bool:
-        return bool(self.opts.early_stopping and self.opts.early_stopping.restore_best)
+    # -- the loop -----------------------------------------------------------------------
 
-    def progress(self, epoch: int) -> None:
+    def train(self) -> TrainResult:
+        while self.epoch < self.opts.epochs and self.stop_reason == StopReason.COMPLETED:
+            chunk = self.planner.next(self.epoch, 0)
+            try:
+                if isinstance(chunk, Epochs):
+                    self.run_epochs(chunk)
+                else:
+                    self.run_long_epoch()
+            except _Cancelled:
+                return self.result(StopReason.CANCELLED)
+            self.checkpoint_if_due()
+        if self.keeps_best and int(self.early.best_epoch) >= 0:
+            params, model_state = self.best
+            self.state = self.state._replace(params=params, model_state=model_state)
+        self.progress()
+        return self.result(self.stop_reason)
+
+    def run_epochs(self, chunk: Epochs) -> None:
+        """`chunk.count` whole epochs in one dispatch; fewer when one of them stops the run."""
+        key = ("epochs", chunk.capacity)
+        step = make_train_step(self.model, self.loss, self.metrics, self.tx)
+        self.program(
+            key, make_epochs_fn, step, self.batching, self.end, self.opts.shuffle, chunk.capacity
+        )
+        seconds, (self.state, self.best, self.early, out) = self.timed(
+            key,
+            self.state,
+            self.best,
+            self.early,
+            self.x,
+            self.y,
+            self.val,
+            self.data_key,
+            jnp.int32(self.epoch),
+            jnp.int32(chunk.count),
+            self.limits,
+        )
+        out = jax.device_get(out)
+        self.planner.measured(Epochs(int(out.ran), chunk.capacity), seconds)
+        self.apply_epochs(out, self.step, seconds, seconds)
+        self.between_chunks()
+
+    def run_long_epoch(self) -> None:
+        """One epoch in chunks of steps, then its end (validation, rules) as its own program."""
+        epoch_key = jax.random.fold_in(self.data_key, self.epoch)
+        order = epoch_order(epoch_key, self.batching.num_examples, self.opts.shuffle)
+        parts: list[StepStats] = []
+        epoch_started = time.monotonic()
+        epoch_step = self.step
+        train_seconds = 0.0
+        position = 0
+        while position < self.batching.steps:
+            chunk = self.planner.next(self.epoch, position)
+            assert isinstance(chunk, Steps)
+            key = ("steps", chunk.length)
+            self.program(
+                key,
+                make_chunk_fn,
+                self.model,
+                self.loss,
+                self.metrics,
+                self.tx,
+                self.batching,
+                chunk.length,
+            )
+            seconds, (self.state, stats) = self.timed(
+                key, self.state, self.x, self.y, epoch_key, order, jnp.int32(position)
+            )
+            self.planner.measured(chunk, seconds)
+            stats = jax.device_get(stats)
+            raise_if_non_finite(stats.finite, self.epoch, self.step)
+            self.callbacks.on_metrics([self.history.step_points(stats.loss, self.step, self.epoch)])
+            parts.append(stats)
+            train_seconds += seconds
+            position += chunk.length
+            self.step += chunk.length
+            if position < self.batching.steps:
+                self.between_chunks()
+        stats = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+        end = self.program("epoch_end", make_epoch_end_fn, self.end)
+        result, self.best, self.early = end(
+            self.state,
+            stats,
+            self.best,
+            self.early,
+            jnp.int32(self.epoch),
+            self.val,
+            self.limits,
+        )
+        out = EpochsOut(
+            jnp.int32(1),
+            jax.tree.map(lambda v: np.asarray(v)[None], jax.device_get(result)),
+            stats.loss[None],
+            stats.finite[None],
+        )
+        seconds = time.monotonic() - epoch_started
+        self.apply_epochs(out, epoch_step, train_seconds, seconds, log_steps=False)
+        self.between_chunks()
+
+    def apply_epochs(
+        self,
+        out: EpochsOut,
+        step_before: int,
+        train_seconds: float,
+        seconds: float,
+        log_steps: bool = True,
+    ) -> None:
+        """Record the epochs a chunk ran, from step `step_before` on: history, metric
+        points, callbacks, the stop reason; raise at the first non-finite epoch."""
+        count = int(out.ran)
+        finite = np.asarray(out.epochs.finite[:count])
+        good = count if finite.all() else int(np.argmin(finite))
+        timing = {
+            "samples_per_second": self.batching.num_examples * count / max(train_seconds, 1e-9),
+            "epoch_seconds": seconds / count,
+        }
+        points, rows = self.history.add(out, good, self.epoch, step_before, timing, log_steps)
+        self.callbacks.on_metrics(points)
+        for offset, row in enumerate(rows):
+            self.callbacks.on_epoch_end(self.epoch + offset, row)
+        self.epoch += good
+        self.step = step_before + good * self.batching.steps
+        if good < count:  # the epoch after the good ones went non-finite
+            raise_if_non_finite(out.step_finite[good], self.epoch, self.step)
+        last = out.epochs.decision
+        if last.early_stop[count - 1]:
+            self.stop_reason = StopReason.EARLY_STOPPING
+        if last.reached[count - 1]:
+            self.stop_reason = StopReason.STOP_WHEN
+
+    def between_chunks(self) -> None:
+        """Progress, cancellation and the runtime limit, checked after every dispatch."""
+        self.progress()
+        if self.callbacks.should_stop():
+            raise _Cancelled
+        limit = self.opts.max_runtime_seconds
+        if limit and time.monotonic() - self.started > limit:
+            raise TrainingError(
+                "timeout",
+                f"the run exceeded max_runtime_seconds={limit}",
+                epoch=self.epoch,
+                step=self.step,
+            )
+
+    def checkpoint_if_due(self) -> None:
+        """At an epoch boundary: at the end, at a stop, every `checkpoint_every_epochs`, and
+        at the first boundary `checkpoint_every_seconds` after the previous checkpoint."""
+        every_epochs = self.opts.checkpoint_every_epochs
+        if (
+            self.epoch == self.opts.epochs
+            or self.stop_reason != StopReason.COMPLETED
+            or (every_epochs and self.epoch % every_epochs == 0)
+            or time.monotonic() - self.last_checkpoint >= self.opts.checkpoint_every_seconds
+        ):
+            self.save()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def program(self, key: Any, build: Any, *args: Any) -> Any:
+        """The jitted program `key`, built by `build(*args)` the first time it is asked for."""
+        if key not in self.programs:
+            self.programs[key] = build(*args)
+        return self.programs[key]
+
+    def timed(self, key: Any, *args: Any) -> tuple[float, Any]:
+        """Run program `key` on `args` and wait for its results; compiled ahead of the
+        first run, so the seconds returned never include compilation."""
+        if key not in self.compiled:
+            started = time.monotonic()
+            self.compiled[key] = self.programs[key].lower(*args).compile()
+            self.compile_seconds += time.monotonic() - started
+        started = time.monotonic()
+        results = jax.block_until_ready(self.compiled[key](*args))
+        return time.monotonic() - started, results
+
+    def progress(self) -> None:
         elapsed = time.monotonic() - self.started
         self.callbacks.on_progress(
-            Progress(epoch, self.opts.epochs, self.step, self.total_steps, elapsed)
+            Progress(self.epoch, self.opts.epochs, self.step, self.total_steps, elapsed)
         )
 
-    def save(self, epochs_done: int, state: TrainState) -> None:
+    def save(self) -> None:
+        self.last_checkpoint = time.monotonic()
         if self.checkpoint_dir is None:
             return
-        trees: dict[str, Any] = {"state": state}
-        if self.keeps_best and self.best is not None:
+        trees: dict[str, Any] = {"state": self.state}
+        if self.keeps_best and int(self.early.best_epoch) >= 0:
             trees["best"] = self.best
         meta = {
-            "epoch": epochs_done,
+            "epoch": self.epoch,
             "step": self.step,
-            "history": self.history,
-            "early_stopping": self.early.as_dict(),
+            "history": self.history.rows,
+            "early_stopping": self.early.as_meta(),
             "seed": self.opts.seed,
         }
-        path = write_checkpoint_atomically(self.checkpoint_dir, epochs_done, trees, meta)
+        path = write_checkpoint_atomically(self.checkpoint_dir, self.epoch, trees, meta)
         prune_checkpoints(self.checkpoint_dir)
-        self.callbacks.on_checkpoint(str(path), epochs_done, self.step)
+        self.callbacks.on_checkpoint(str(path), self.epoch, self.step)
 
-    def restore(self, state: TrainState, path: Path) -> tuple[TrainState, int]:
-        """Continue from the checkpoint at `path`; returns (state, first epoch to run)."""
-        templates: dict[str, Any] = {"state": state}
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`."""
+        templates: dict[str, Any] = {"state": self.state}
         if self.keeps_best:
-            templates["best"] = (state.params, state.model_state)
+            templates["best"] = self.best
         trees, meta = read_checkpoint(path, templates)
-        self.history, self.step = meta["history"], meta["step"]
-        self.early = EarlyStoppingState(**meta["early_stopping"])
-        self.best = trees.get("best")
-        return jax.tree.map(jnp.asarray, trees["state"]), meta["epoch"]
+        self.history.rows = meta["history"]
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.early = EarlyState.from_meta(meta["early_stopping"])
+        self.state = jax.tree.map(jnp.asarray, trees["state"])
+        if "best" in trees:
+            self.best = jax.tree.map(jnp.asarray, trees["best"])
 
-    def result(self, state: TrainState, stop_reason: StopReason) -> TrainResult:
-        summary: dict[str, float | int | None] = {}
-        if self.history:
-            last = self.history[-1]
-            summary = dict(last)
-        summary["best_epoch"] = self.early.best_epoch
+    def result(self, stop_reason: StopReason) -> TrainResult:
+        rows = self.history.rows
+        summary: dict[str, float | int | None] = dict(rows[-1]) if rows else {}
+        best_epoch = int(self.early.best_epoch)
+        summary["best_epoch"] = best_epoch if best_epoch >= 0 else None
         return TrainResult(
-            state.params,
-            state.model_state,
-            self.history,
-            summary,
-            stop_reason,
-            self.step,
+            self.state.params, self.state.model_state, rows, summary, stop_reason, self.step
         )
+
+    def _copy_of_params(self) -> Any:
+        # A copy, not an alias: the programs donate both the state and the best parameters.
+        return jax.tree.map(jnp.copy, (self.state.params, self.state.model_state))
+
+    def _evaluate(self, val_data: Dataset | None) -> Any:
+        if val_data is None:
+            return None
+        batching = Batching.for_size(len(val_data.x), EVAL_BATCH)
+        return make_evaluate(self.model, per_example_loss(self.spec.loss), self.metrics, batching)
+
+    def _seconds_per_step_guess(self) -> float:
+        """A cheap guess from XLA's FLOP count of one step (lowering only, no compilation)."""
+        one: Any = make_chunk_fn(self.model, self.loss, {}, self.tx, self.batching, 1)
+        cost = one.lower(
+            self.state,
+            self.x,
+            self.y,
+            jax.random.PRNGKey(0),
+            jnp.arange(self.batching.num_examples),
+            jnp.int32(0),
+        ).cost_analysis()
+        flops = float((cost or {}).get("flops", 0.0))
+        return flops / ASSUMED_FLOPS_PER_SECOND + STEP_OVERHEAD_SECONDS
 
 
 def train(
@@ -160,8 +406,8 @@ def train(
         `latest_checkpoint(checkpoint_dir)`; the result is bit-identical to an
         uninterrupted run on CPU.
       init_params: parameters to start from (`init_from`); shapes must match the model.
-      chunk_steps: steps per dispatch; by default sized so a chunk takes about a second.
-        Results do not depend on it.
+      chunk_steps: steps per dispatch (whole epochs when it is at least an epoch); by
+        default sized so a dispatch takes about a second. Results do not depend on it.
 
     Raises:
       SpecError: the model does not fit the data, or `init_params` does not fit the model.
@@ -169,137 +415,22 @@ def train(
     """
     check_shapes(spec, dataset.info)
     train_data, val_data = split_validation(spec, dataset, validation_data)
-    run = _Run(spec, train_data, checkpoint_dir, callbacks or Callbacks())
-    opts, batching = run.opts, run.batching
-
-    model = Model(spec.model)
-    tx = build_optimizer(spec.optimizer, run.total_steps)
-    metrics = metric_fns(spec.metrics, spec.loss)
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(opts.seed))
-    input_shape = tuple(train_data.info.input_shape)
-    params, model_state = model.init(init_key, input_shape)
-    if init_params is not None:
-        params = _checked_init_params(spec, input_shape, init_params, model_state)
-    state = TrainState(params, model_state, tx.init(params))
-    start_epoch = 0
-    if resume_from is not None:
-        state, start_epoch = run.restore(state, resume_from)
-
-    x, y = jax.device_put(np.asarray(train_data.x)), jax.device_put(np.asarray(train_data.y))
-    loss = loss_fn(spec.loss)
-    chunk = chunk_steps or _chunk_for(
-        _seconds_per_step_guess(model, loss, tx, state, x, y, batching), batching.steps
+    run = _Run(
+        spec,
+        train_data,
+        val_data,
+        checkpoint_dir,
+        callbacks or Callbacks(),
+        init_params,
+        chunk_steps,
     )
-    compiled: dict[int, Any] = {}  # chunk length -> its jitted program
-
-    def chunk_fn(length: int) -> Any:
-        if length not in compiled:
-            compiled[length] = make_chunk_fn(model, loss, metrics, tx, batching, length)
-        return compiled[length]
-
-    validate = validator(model, spec, metrics, val_data) if val_data is not None else None
-    calibrated = chunk_steps is not None
-    summed = spec.loss.type in SUMMED
-    stop_reason = StopReason.COMPLETED
-
-    for epoch in range(start_epoch, opts.epochs):
-        epoch_key = jax.random.fold_in(data_key, epoch)
-        order = epoch_order(epoch_key, batching.num_examples, opts.shuffle)
-        epoch_stats: list[StepStats] = []
-        epoch_started = time.monotonic()
-        train_seconds = 0.0
-        position = 0
-        while position < batching.steps:
-            length = min(chunk, batching.steps - position)
-            warm = length in compiled
-            chunk_started = time.monotonic()
-            run_chunk = chunk_fn(length)
-            state, stats = run_chunk(state, x, y, epoch_key, order, jnp.int32(position))
-            stats = jax.device_get(stats)
-            seconds = time.monotonic() - chunk_started
-            raise_if_non_finite(stats, epoch, run.step)
-            run.callbacks.on_metrics(step_points(stats, run.step, epoch, opts.log_every_steps))
-            train_seconds += seconds
-            position += length
-            run.step += length
-            epoch_stats.append(stats)
-            if warm and not calibrated and length == chunk:
-                # Size chunks once from a timing without compilation in it.
-                calibrated = True
-                if not 0.25 <= seconds / TARGET_CHUNK_SECONDS <= 4:
-                    chunk = _chunk_for(seconds / length, batching.steps)
-            run.progress(epoch)
-            if run.callbacks.should_stop():
-                return run.result(state, StopReason.CANCELLED)
-            if (
-                opts.max_runtime_seconds
-                and time.monotonic() - run.started > opts.max_runtime_seconds
-            ):
-                raise TrainingError(
-                    "timeout",
-                    f"the run exceeded max_runtime_seconds={opts.max_runtime_seconds}",
-                    epoch=epoch,
-                    step=run.step,
-                )
-
-        epoch_metrics = train_metrics(epoch_stats, summed, list(metrics))
-        if validate is not None:
-            epoch_metrics.update(validate(state))
-        epoch_metrics["learning_rate"] = float(current_learning_rate(state.opt_state))
-        epoch_metrics["samples_per_second"] = batching.num_examples / max(train_seconds, 1e-9)
-        epoch_metrics["epoch_seconds"] = time.monotonic() - epoch_started
-        run.history.append(epoch_metrics)
-        run.callbacks.on_metrics(epoch_points(epoch_metrics, run.step, epoch))
-        run.callbacks.on_epoch_end(epoch, epoch_metrics)
-
-        if opts.early_stopping is not None:
-            improved, stop = run.early.update(opts.early_stopping, epoch_metrics, epoch)
-            if improved and run.keeps_best:
-                run.best = jax.tree.map(jnp.copy, (state.params, state.model_state))
-            if stop:
-                stop_reason = StopReason.EARLY_STOPPING
-        if stop_when_reached(opts.stop_when, epoch_metrics):
-            stop_reason = StopReason.STOP_WHEN
-        finished = epoch + 1
-        if (
-            finished == opts.epochs
-            or stop_reason != StopReason.COMPLETED
-            or finished % opts.checkpoint_every_epochs == 0
-        ):
-            run.save(finished, state)
-        if stop_reason != StopReason.COMPLETED:
-            break
-
-    if run.keeps_best and run.best is not None:
-        state = state._replace(params=run.best[0], model_state=run.best[1])
-    run.progress(len(run.history))
-    return run.result(state, stop_reason)
+    if resume_from is not None:
+        run.restore(resume_from)
+    return run.train()
 
 
-def _chunk_for(seconds_per_step: float, steps_per_epoch: int) -> int:
-    """Steps per dispatch for about TARGET_CHUNK_SECONDS: a power of two (so similar jobs
-    share compiled programs) or the whole epoch when that is sooner."""
-    wanted = max(1, int(TARGET_CHUNK_SECONDS / max(seconds_per_step, 1e-9)))
-    return min(steps_per_epoch, 2 ** int(math.log2(wanted)))
-
-
-def _seconds_per_step_guess(
-    model: Model,
-    loss: Any,
-    tx: Any,
-    state: TrainState,
-    x: jax.Array,
-    y: jax.Array,
-    batching: Batching,
-) -> float:
-    """A cheap guess from XLA's FLOP count of one step (lowering only, no compilation)."""
-    one: Any = make_chunk_fn(model, loss, {}, tx, batching, 1)
-    key = jax.random.PRNGKey(0)
-    cost = one.lower(
-        state, x, y, key, jnp.arange(batching.num_examples), jnp.int32(0)
-    ).cost_analysis()
-    flops = float((cost or {}).get("flops", 0.0))
-    return flops / ASSUMED_FLOPS_PER_SECOND + STEP_OVERHEAD_SECONDS
+def _on_device(data: Dataset) -> tuple[jax.Array, jax.Array]:
+    return jax.device_put(np.asarray(data.x)), jax.device_put(np.asarray(data.y))
 
 
 def _checked_init_params(

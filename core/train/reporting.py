@@ -1,26 +1,20 @@
-"""What a run reports: per-step and per-epoch metric points, epoch means, validation."""
+"""What a run reports: the per-epoch history, its metric points, and non-finite failures."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from core.data.dataset import Dataset
 from core.errors import TrainingError
-from core.losses import SUMMED, per_example_loss
-from core.model import Model
-from core.spec import JobSpec
-from core.train.callbacks import MetricPoint
-from core.train.step import Batching, StepStats, TrainState, make_eval_fn
-
-EVAL_BATCH = 512
+from core.train.callbacks import MetricSeries
+from core.train.epoch import EpochsOut
+from core.train.step import Batching
 
 
-def raise_if_non_finite(stats: StepStats, epoch: int, step_before: int) -> None:
-    bad = np.flatnonzero(~np.asarray(stats.finite))
+def raise_if_non_finite(finite: Any, epoch: int, step_before: int) -> None:
+    """Raise `non_finite_loss` at the first False of `finite` (per step, from `step_before`)."""
+    bad = np.flatnonzero(~np.asarray(finite))
     if bad.size:
         step = step_before + int(bad[0]) + 1
         raise TrainingError(
@@ -32,48 +26,52 @@ def raise_if_non_finite(stats: StepStats, epoch: int, step_before: int) -> None:
         )
 
 
-def step_points(stats: StepStats, step_before: int, epoch: int, every: int) -> list[MetricPoint]:
-    steps = step_before + 1 + np.arange(len(stats.loss))
-    keep = np.flatnonzero(steps % every == 0)
-    return [MetricPoint("loss", int(steps[i]), epoch, float(stats.loss[i])) for i in keep]
+class History:
+    """The run's per-epoch metrics (`rows`, index = epoch) and the points they become."""
 
+    def __init__(self, metric_order: list[str], batching: Batching, log_every_steps: int):
+        self.metric_order = metric_order
+        self.batching = batching
+        self.every = log_every_steps
+        self.rows: list[dict[str, float]] = []
 
-def epoch_points(metrics: dict[str, float], step: int, epoch: int) -> list[MetricPoint]:
-    # The series "loss" holds the per-step batch losses; the epoch's mean is "epoch_loss".
-    return [
-        MetricPoint("epoch_loss" if name == "loss" else name, step, epoch, value)
-        for name, value in metrics.items()
-    ]
+    def step_points(self, losses: Any, step_before: int, epoch: Any) -> MetricSeries:
+        """Per-step batch losses, every `log_every_steps` steps of the whole run: `losses`
+        are steps `step_before + 1, …`; `epoch` is one epoch or one per step."""
+        losses = np.ravel(losses)
+        steps = step_before + 1 + np.arange(len(losses))
+        keep = np.flatnonzero(steps % self.every == 0)
+        epochs = np.broadcast_to(epoch, steps.shape)[keep]
+        return MetricSeries("loss", steps[keep].tolist(), epochs.tolist(), losses[keep].tolist())
 
-
-def train_metrics(stats: list[StepStats], summed: bool, names: list[str]) -> dict[str, float]:
-    loss = np.concatenate([s.loss for s in stats]).astype(np.float64)
-    weight = np.concatenate([s.weight for s in stats]).astype(np.float64)
-    total = weight.sum()
-    out = {"loss": float(loss.sum() if summed else (loss * weight).sum() / total)}
-    for name in names:
-        out[name] = float(sum(float(s.metric_sums[name].sum()) for s in stats) / total)
-    out["grad_norm"] = float(np.concatenate([s.grad_norm for s in stats]).mean())
-    return out
-
-
-def validator(model: Model, spec: JobSpec, metrics: Any, data: Dataset) -> Any:
-    """`validate(state) -> {"val_loss": …, "val_<metric>": …}` over the whole set, compiled once."""
-    batching = Batching.for_size(len(data.x), EVAL_BATCH)
-    evaluate = make_eval_fn(model, per_example_loss(spec.loss), metrics, batching)
-    x, y = jax.device_put(np.asarray(data.x)), jax.device_put(np.asarray(data.y))
-    summed = spec.loss.type in SUMMED
-
-    def validate(state: TrainState) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        for step in range(batching.steps):
-            batch = jax.device_get(evaluate(state.params, state.model_state, x, y, jnp.int32(step)))
-            for name, value in batch.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-        total = sums.pop("weight")
-        loss_total = sums.pop("loss")
-        out = {"val_loss": loss_total if summed else loss_total / total}
-        out.update({f"val_{name}": value / total for name, value in sums.items()})
-        return out
-
-    return validate
+    def add(
+        self,
+        out: EpochsOut,
+        count: int,
+        first_epoch: int,
+        step_before: int,
+        timing: dict[str, float],
+        log_steps: bool,
+    ) -> tuple[list[MetricSeries], list[dict[str, float]]]:
+        """Append the first `count` epochs of `out`; returns their series and rows."""
+        per_epoch = self.batching.steps
+        columns = {
+            name: np.asarray(out.epochs.metrics[name][:count]).tolist()
+            for name in self.metric_order
+        }
+        columns.update({name: [value] * count for name, value in timing.items()})
+        names = list(columns)
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        epochs = list(range(first_epoch, first_epoch + count))
+        ends = [step_before + (i + 1) * per_epoch for i in range(count)]
+        series = []
+        if log_steps:
+            each_step = np.repeat(np.arange(first_epoch, first_epoch + count), per_epoch)
+            series.append(self.step_points(out.step_loss[:count], step_before, each_step))
+        for name, values in columns.items():
+            # The series "loss" holds the per-step batch losses; the epoch mean is "epoch_loss".
+            series.append(
+                MetricSeries("epoch_loss" if name == "loss" else name, ends, epochs, values)
+            )
+        self.rows += rows
+        return series, rows

@@ -1,4 +1,4 @@
-"""The jitted pieces of training: a scan over a chunk of steps, and batch evaluation.
+"""The jitted pieces of training: one optimizer step, a scan over steps, batch evaluation.
 
 One dispatch runs a whole chunk of optimizer steps inside `lax.scan`, with the data
 resident on the device and gathered by index inside the loop, so Python is never on the
@@ -67,28 +67,16 @@ class Batching:
         return order[positions % self.num_examples], real.astype(jnp.float32)
 
 
-def make_chunk_fn(
-    model: Model,
-    loss: LossFn,
-    metrics: MetricFns,
-    tx: optax.GradientTransformation,
-    batching: Batching,
-    chunk: int,
-    unroll: int = 1,
-) -> Callable[..., tuple[TrainState, StepStats]]:
-    """Build `run(state, x, y, epoch_key, order, start) -> (state, StepStats[chunk])`.
+TrainStep = Callable[..., tuple[TrainState, StepStats]]
 
-    Args (of the returned function):
-      state: TrainState, donated.
-      x, y: the whole training set on the device, [N, ...].
-      epoch_key: PRNG key of the epoch; step keys are `fold_in(epoch_key, step)`.
-      order: [N] the epoch's example order.
-      start: first step of the chunk within the epoch; the chunk must end within the
-        epoch (the loop compiles a shorter chunk for an epoch's remainder, rather than
-        skipping steps with a conditional, which would cost XLA its in-place updates).
-    """
 
-    def one_step(
+def make_train_step(
+    model: Model, loss: LossFn, metrics: MetricFns, tx: optax.GradientTransformation
+) -> TrainStep:
+    """`step(state, x, y, key, idx, w) -> (state, StepStats)`: one optimizer step on the
+    batch `x[idx]` with example weights `w` (0 for padding)."""
+
+    def step(
         state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array, idx: jax.Array, w: jax.Array
     ) -> tuple[TrainState, StepStats]:
         xb, yb = x[idx], y[idx]
@@ -108,6 +96,53 @@ def make_chunk_fn(
         stats = StepStats(value, jnp.sum(w), sums, grad_norm, finite)
         return TrainState(params, model_state, opt_state), stats
 
+    return step
+
+
+def run_steps(
+    step: TrainStep,
+    batching: Batching,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    epoch_key: jax.Array,
+    order: jax.Array,
+    steps: jax.Array,
+    unroll: int = 1,
+) -> tuple[TrainState, StepStats]:
+    """Steps `steps` (positions within the epoch) in one `lax.scan`; the step's PRNG key
+    is `fold_in(epoch_key, step)`, so a step does not depend on how the epoch is cut."""
+
+    def body(carry: TrainState, position: jax.Array) -> tuple[TrainState, StepStats]:
+        idx, w = batching.batch(order, position)
+        return step(carry, x, y, jax.random.fold_in(epoch_key, position), idx, w)
+
+    return jax.lax.scan(body, state, steps, unroll=unroll)
+
+
+def make_chunk_fn(
+    model: Model,
+    loss: LossFn,
+    metrics: MetricFns,
+    tx: optax.GradientTransformation,
+    batching: Batching,
+    chunk: int,
+    unroll: int = 1,
+) -> Callable[..., tuple[TrainState, StepStats]]:
+    """Build `run(state, x, y, epoch_key, order, start) -> (state, StepStats[chunk])`: part
+    of an epoch too long to run whole in one dispatch.
+
+    Args (of the returned function):
+      state: TrainState, donated.
+      x, y: the whole training set on the device, [N, ...].
+      epoch_key: PRNG key of the epoch; step keys are `fold_in(epoch_key, step)`.
+      order: [N] the epoch's example order.
+      start: first step of the chunk within the epoch; the chunk must end within the
+        epoch (the loop compiles a shorter chunk for an epoch's remainder, rather than
+        skipping steps with a conditional, which would cost XLA its in-place updates).
+    """
+    step = make_train_step(model, loss, metrics, tx)
+
     def run(
         state: TrainState,
         x: jax.Array,
@@ -116,32 +151,7 @@ def make_chunk_fn(
         order: jax.Array,
         start: jax.Array,
     ) -> tuple[TrainState, StepStats]:
-        def body(carry: TrainState, step: jax.Array) -> tuple[TrainState, StepStats]:
-            idx, w = batching.batch(order, step)
-            return one_step(carry, x, y, jax.random.fold_in(epoch_key, step), idx, w)
-
-        return jax.lax.scan(body, state, start + jnp.arange(chunk), unroll=unroll)
+        positions = start + jnp.arange(chunk)
+        return run_steps(step, batching, state, x, y, epoch_key, order, positions, unroll)
 
     return jax.jit(run, donate_argnums=0)
-
-
-def make_eval_fn(
-    model: Model,
-    loss_per_example: Callable[[jax.Array, jax.Array], jax.Array],
-    metrics: MetricFns,
-    batching: Batching,
-) -> Callable[..., dict[str, jax.Array]]:
-    """Build `evaluate(params, model_state, x, y, step) -> {"loss": Σ, name: Σ, "weight": Σ}`
-    for batch `step` of the (unshuffled) evaluation set."""
-    order = jnp.arange(batching.num_examples)
-
-    def evaluate(
-        params: Any, model_state: Any, x: jax.Array, y: jax.Array, step: jax.Array
-    ) -> dict[str, jax.Array]:
-        idx, w = batching.batch(order, step)
-        out, _ = model.apply(params, model_state, x[idx], train=False)
-        yb = y[idx]
-        sums = {name: jnp.sum(fn(out, yb) * w) for name, fn in metrics.items()}
-        return {"loss": jnp.sum(loss_per_example(out, yb) * w), **sums, "weight": jnp.sum(w)}
-
-    return jax.jit(evaluate)

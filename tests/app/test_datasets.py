@@ -425,7 +425,7 @@ def test_builtin_list(client: TestClient, alice: dict[str, str]) -> None:
     assert set(by_id) == {
         f"builtin:{name}"
         for name in ("digits", "iris", "wine", "breast_cancer", "xor", "two_moons", "spirals")
-    } | {"builtin:sine"}
+    } | {f"builtin:{name}" for name in ("sine", "symmetry", "parity", "encoder")}
     digits = by_id["builtin:digits"]
     assert (digits["name"], digits["format"], digits["task"]) == (
         "digits",

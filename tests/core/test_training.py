@@ -12,7 +12,15 @@ import pytest
 from core.data import load_builtin
 from core.errors import SpecError, TrainingError
 from core.spec import parse_spec
-from core.train import Callbacks, MetricPoint, Progress, TrainResult, latest_checkpoint, train
+from core.train import (
+    Callbacks,
+    MetricPoint,
+    MetricSeries,
+    Progress,
+    TrainResult,
+    latest_checkpoint,
+    train,
+)
 from tests.specs import digits_mlp, diverging_sine_mlp, mlp
 
 TIMING = {"samples_per_second", "epoch_seconds"}
@@ -42,8 +50,8 @@ class Recorder(Callbacks):
         self.checkpoints: list[tuple[int, int]] = []
         self.stop_after_chunks = stop_after_chunks
 
-    def on_metrics(self, points: list[MetricPoint]) -> None:
-        self.points += points
+    def on_metrics(self, series: list[MetricSeries]) -> None:
+        self.points += [point for one in series for point in one.points()]
 
     def on_progress(self, progress: Progress) -> None:
         self.progress.append(progress)

@@ -20,7 +20,7 @@ from app.domain.db.models import Worker
 from app.domain.db.types import utcnow
 from app.domain.leases import requeue_expired
 from app.queue import JobQueue
-from tests.specs import xor_mlp
+from tests.specs import endless_digits_mlp
 from tests.worker.conftest import MakeJob, read_job, wait_for
 
 
@@ -127,7 +127,7 @@ def test_python_m_worker_runs_jobs_sent_through_the_broker(
 def test_a_killed_worker_leaves_no_process_behind_and_its_job_is_requeued(
     factory: sessionmaker[Session], make_job: MakeJob, settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = make_job({**xor_mlp(), "training": {"epochs": 100_000, "batch_size": "full"}})
+    job_id = make_job(endless_digits_mlp())
     settings.lease_seconds = 2
     with _worker_process(settings, tmp_path) as worker:
         JobQueue(settings).send(job_id, "cpu")

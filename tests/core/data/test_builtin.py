@@ -16,6 +16,9 @@ EXPECTED = {
     "two_moons": (400, (2,), (), 2),
     "spirals": (400, (2,), (), 2),
     "sine": (256, (1,), (1,), None),
+    "symmetry": (64, (6,), (), 2),
+    "parity": (16, (4,), (), 2),
+    "encoder": (8, (8,), (8,), None),
 }
 
 
@@ -66,6 +69,18 @@ def test_xor_and_sine_values() -> None:
     sine = load_builtin("sine")
     assert sine.x.min() == pytest.approx(-np.pi) and sine.x.max() == pytest.approx(np.pi)
     np.testing.assert_allclose(sine.y, np.sin(sine.x), atol=1e-6)
+
+
+def test_the_1986_problems_hold_every_pattern_once() -> None:
+    symmetry, parity, encoder = (load_builtin(n) for n in ("symmetry", "parity", "encoder"))
+    for dataset, width in ((symmetry, 6), (parity, 4)):
+        assert len({tuple(row) for row in dataset.x.tolist()}) == 2**width
+        assert set(np.unique(dataset.x)) == {0.0, 1.0}
+    assert symmetry.y.sum() == 8  # 2³ mirror-symmetric patterns of 6 bits
+    np.testing.assert_array_equal(symmetry.y, (symmetry.x == symmetry.x[:, ::-1]).all(axis=1))
+    np.testing.assert_array_equal(parity.y, parity.x.sum(axis=1) % 2)
+    np.testing.assert_array_equal(encoder.x, np.eye(8))
+    np.testing.assert_array_equal(encoder.y, encoder.x)
 
 
 @pytest.mark.parametrize("name", ["two_moons", "spirals"])
