@@ -68,7 +68,7 @@ class EpochEnd:
     ) -> tuple[EpochResult, Any, EarlyState]:
         metrics = self.train_metrics(stats)
         if val is not None:
-            metrics.update(self.validate(state, *val))
+            metrics.update(self.validate_apart(state, epoch, *val))
         metrics["learning_rate"] = current_learning_rate(state.opt_state).astype(jnp.float32)
         decision, early = self.rules.decide(metrics, early, epoch, limits)
         if self.keeps_best:
@@ -90,6 +90,22 @@ class EpochEnd:
             out[name] = jnp.sum(stats.metric_sums[name]) / total
         out["grad_norm"] = jnp.mean(stats.grad_norm)
         return out
+
+    def validate_apart(
+        self, state: TrainState, epoch: jax.Array, x: jax.Array, y: jax.Array
+    ) -> dict[str, jax.Array]:
+        """`validate` as the branch of a conditional whose (traced) predicate always holds.
+
+        XLA compiles a branch as a computation of its own, so the validation pass compiles
+        the same inside the many-epochs loop as in a long epoch's separate end; fused into
+        the loop instead, its metrics differed from the long epoch's in the last bit.
+        """
+        shapes = jax.eval_shape(self.validate, state, x, y)
+
+        def skipped() -> dict[str, jax.Array]:
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        return jax.lax.cond(epoch >= 0, lambda: self.validate(state, x, y), skipped)
 
     def validate(self, state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
         assert self.evaluate is not None and self.val_batching is not None

@@ -6,8 +6,7 @@ FLOP count, see `loop`) and the first many-epochs chunk runs only a fraction of 
 guessed second, since the guess can be far off for small steps; its timing (programs are
 compiled before they run, so no timing has compilation in it) then replaces the guess.
 Results do not depend on the plan: a step's batch and key depend only on its epoch and
-position, and every epoch ends with the same reduction. (Whether epochs are spanned is
-fixed once per run: the validation metrics of the two modes can differ in their last bit.)
+position, and every epoch ends with the same function (`epoch.EpochEnd`).
 """
 
 from __future__ import annotations
@@ -53,10 +52,11 @@ class ChunkPlanner:
 
     def __post_init__(self) -> None:
         self.step_chunk = self.fixed_steps or _power_of_two_steps(self.seconds_per_step)
-        # Decided once, from the guess, never from a timing: XLA rounds the validation
-        # forward pass inside the many-epochs program a last bit differently from a long
-        # epoch's separate end, so a run must not switch between the two on a timing.
-        self.spans_epochs = self.step_chunk >= self.steps_per_epoch
+
+    @property
+    def spans_epochs(self) -> bool:
+        """Whole epochs fit in a chunk: run many of them per dispatch."""
+        return self.step_chunk >= self.steps_per_epoch
 
     def next(self, epoch: int, position: int) -> Chunk:
         """The chunk that starts at step `position` of `epoch`."""
