@@ -21,6 +21,7 @@ from core.export import import_model
 from tests.specs import diverging_sine_mlp, endless_digits_mlp, xor_mlp
 from tests.worker.conftest import MakeJob, read_job, wait_for
 from worker.draining import drain_flag
+from worker.recorder import FLUSH_SECONDS
 
 RunTask = Callable[[str], str]
 
@@ -121,6 +122,27 @@ def test_trains_xor_end_to_end(
     for layer, tensors in params.items():
         for name, array in tensors.items():
             np.testing.assert_array_equal(copied_params[layer][name], array)
+
+
+def test_a_long_run_of_tiny_epochs_writes_its_series_in_bulk(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask
+) -> None:
+    epochs = 20_000
+    job_id = make_job(xor_mlp(epochs=epochs, log_every_steps=10))
+
+    assert run_task(job_id) == "finished"
+
+    job = read_job(factory, job_id)
+    assert job.status == "succeeded", job.error
+    points = _metrics(factory, job_id)
+    epoch_loss = [p for p in points if p.name == "epoch_loss"]
+    assert [p.step for p in epoch_loss] == list(range(1, epochs + 1))  # every epoch, once
+    # Points written in one flush share its timestamp: about one flush a second, not one
+    # per epoch (and one more with the checkpoint at the end).
+    assert job.started_at is not None and job.finished_at is not None
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    flushes = {p.time for p in points}
+    assert len(flushes) <= seconds / FLUSH_SECONDS + 3, (len(flushes), seconds)
 
 
 def test_cancel_lands_within_two_seconds(
