@@ -86,6 +86,9 @@ class Job:
     error: JobError | None
     spec: dict[str, Any]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # Seconds per phase of the latest attempt (queued, startup, compile, training,
+    # finalizing, total); a phase not reached yet is missing.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -111,6 +114,7 @@ class Job:
             error=JobError.from_json(error) if error else None,
             spec=body.get("spec") or {},
             raw=body,
+            timings={k: v for k, v in (body.get("timings") or {}).items() if v is not None},
         )
 
 

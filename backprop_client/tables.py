@@ -41,6 +41,11 @@ def epochs_done(job: Job) -> str:
     return f"{job.progress.epoch}/{job.progress.epochs}"
 
 
+def timings_line(timings: dict[str, float]) -> str:
+    """`queued 0.04 s · startup 0.21 s · …`, the phases reached so far."""
+    return " · ".join(f"{phase} {seconds:.2f} s" for phase, seconds in timings.items())
+
+
 def _table(*headers: str) -> Table:
     """Columns that fold a long value onto more lines in a narrow terminal, never cut it."""
     table = Table(box=None)
@@ -89,6 +94,7 @@ def job_table(job: Job) -> Table:
         ("eta", None if job.finished else duration(job.eta_seconds) or None),
         *((key, number(value)) for key, value in (job.summary or {}).items() if value is not None),
         ("error", str(job.error) if job.error else None),
+        ("timings", timings_line(job.timings) or None),
     ]
     for field, value in rows:
         if value is not None:

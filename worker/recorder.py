@@ -29,8 +29,9 @@ from app.domain.db.models import Artifact, Job, Metric
 from app.domain.db.types import utcnow
 from app.domain.leases import owned, update_owned_job
 from app.domain.status import ArtifactKind
+from app.domain.timings import Timeline
 from app.domain.values import JobProgress
-from core.train import Callbacks, MetricSeries, Progress
+from core.train import Callbacks, MetricSeries, Phase, Progress
 from worker.db import upsert
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobRecorder(Callbacks):
         self._progress_dirty = False
         self._last_flush = clock()
         self._last_cancel_check = float("-inf")
+        self.timeline: Timeline | None = None  # set once the job row has been read
 
     # -- hooks called by core.train --------------------------------------------------
 
@@ -91,6 +93,11 @@ class JobRecorder(Callbacks):
 
     def on_checkpoint(self, path: str, epoch: int, step: int) -> None:
         self.flush(checkpoint=(Path(path), epoch, step))
+
+    def on_phase(self, phase: Phase) -> None:
+        if self.timeline is not None:
+            self.timeline.reached(phase, utcnow())
+            self._progress_dirty = True  # written with the next flush
 
     def should_stop(self) -> bool:
         if self.lost or self.cancel_requested:
@@ -158,6 +165,8 @@ class JobRecorder(Callbacks):
         if checkpoint is not None:
             values["checkpoint_path"] = self.relative(checkpoint[0])
             values["checkpoint_epoch"] = checkpoint[1]
+        if self.timeline is not None:
+            values.update(self.timeline.columns())
         if values:
             return update_owned_job(
                 session, self.job_id, worker=self.worker, attempt=self.attempt, **values

@@ -33,6 +33,7 @@ from app.domain.db.models import Job
 from app.domain.db.types import utcnow
 from app.domain.leases import finish_job, owned, update_owned_job
 from app.domain.status import ArtifactKind, JobStatus
+from app.domain.timings import Timeline
 from app.domain.values import ErrorCode, JobError, JobProgress
 from core.data import Dataset
 from core.errors import DatasetError, SpecError
@@ -73,6 +74,9 @@ def _run(
     if job is None:
         log.info("job %s is not ours to run (attempt %d)", recorder.job_id, recorder.attempt)
         return None
+    recorder.timeline = Timeline(
+        queued_from=job.enqueued_at or job.created_at, claimed_at=job.claimed_at or utcnow()
+    )
     try:
         spec = parse_spec(job.spec)
         if settings.compilation_cache:
@@ -235,6 +239,9 @@ def _finish(
 ) -> JobStatus | None:
     """The terminal write (and the model's artifact row, `(path, epoch, step)`), conditional
     on still owning the job; None when it was taken away."""
+    now = utcnow()
+    if recorder.timeline is not None:
+        values.update(recorder.timeline.columns(finished_at=now))
     with transaction(factory) as session:
         finished = finish_job(
             session,
@@ -242,7 +249,7 @@ def _finish(
             worker=recorder.worker,
             attempt=recorder.attempt,
             status=status,
-            now=utcnow(),
+            now=now,
             **values,
         )
         if finished and artifact is not None:

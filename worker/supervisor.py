@@ -34,6 +34,7 @@ from app.domain.leases import (
     claim_job,
     finish_job,
     hand_back_job,
+    job_total_seconds,
     owned,
     release_lost_job,
     renew_lease,
@@ -264,14 +265,17 @@ def _settle(
                 return Outcome.TAKEN
             return Outcome.FINISHED
         if state:
+            job = session.get(Job, own.job_id)
+            now = utcnow()
             finish_job(
                 session,
                 own.job_id,
                 worker=own.worker,
                 attempt=own.attempt,
                 status=JobStatus.CANCELLED,
-                now=utcnow(),
+                now=now,
                 eta_seconds=None,
+                total_seconds=None if job is None else job_total_seconds(job, now),
             )
             return Outcome.CANCELLED
         released = release_lost_job(

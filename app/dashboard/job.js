@@ -116,6 +116,7 @@ class JobPage {
       ["created", formatTime(job.created_at)],
       ["started", formatTime(job.started_at)],
       ["finished", formatTime(job.finished_at)],
+      ["timings", timingsText(job.timings)],
     ];
     fill(this.details, rows.map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, value))));
   }
@@ -158,3 +159,11 @@ const JOB_EVENT_HANDLERS = {
   progress: (page, data) => page.onProgress(data),
   metrics: (page, data) => page.curves.add(data),
 };
+
+// "queued 0.04 s · startup 0.21 s · …": where the latest attempt's time went so far.
+function timingsText(timings) {
+  const reached = Object.entries(timings || {}).filter(([, seconds]) => seconds !== null);
+  if (!reached.length) return "—";
+  return h("span", { "data-timings": "" },
+    reached.map(([phase, seconds]) => `${phase} ${seconds.toFixed(2)} s`).join(" · "));
+}

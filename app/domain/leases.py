@@ -26,6 +26,7 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Worker
 from app.domain.db.types import utcnow
 from app.domain.status import JobStatus
+from app.domain.timings import cleared_after_claim
 from app.domain.values import JobError
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,14 @@ def claim_job(
     )
     if not claimed:
         return None
-    return session.scalars(
+    job = session.scalars(
         select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
     ).one()
+    # A new attempt: its wait, and none of the phases after it yet (flushed on commit).
+    waited = job_total_seconds(job, now)
+    for name, value in {"claimed_at": now, **cleared_after_claim(waited)}.items():
+        setattr(job, name, value)
+    return job
 
 
 def renew_lease(
@@ -140,6 +146,11 @@ def finish_job(
     )
 
 
+def job_total_seconds(job: Job, now: datetime) -> float:
+    """The `total` timing of a job that ends at `now`: since it was created or re-queued."""
+    return max((now - (job.enqueued_at or job.created_at)).total_seconds(), 0.0)
+
+
 def release_lost_job(
     session: Session,
     job_id: str,
@@ -176,8 +187,14 @@ def release_lost_job(
     if lease_expired_before is not None:
         conditions.append(Job.lease_expires_at < lease_expired_before)
     values: dict[str, Any]
+    total = job_total_seconds(job, now)
     if job.cancel_requested:
-        values = {"status": JobStatus.CANCELLED, "finished_at": now, "eta_seconds": None}
+        values = {
+            "status": JobStatus.CANCELLED,
+            "finished_at": now,
+            "eta_seconds": None,
+            "total_seconds": total,
+        }
     elif job.attempt >= job.max_attempts:
         message = f"{reason}; that was attempt {job.attempt} of {job.max_attempts}"
         error = JobError.worker_lost(message, job.progress)
@@ -186,6 +203,7 @@ def release_lost_job(
             "finished_at": now,
             "error": error,
             "eta_seconds": None,
+            "total_seconds": total,
         }
     else:
         values = {

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.status import JobStatus
+from app.domain.timings import JobTimings
 from app.domain.values import JobError, JobProgress
 from app.schemas.common import Page, PageQuery
 from core.spec import JobSpec
@@ -33,6 +34,14 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "eta_seconds": 12.5,
     "summary": None,
     "error": None,
+    "timings": {
+        "queued": 0.04,
+        "startup": 0.21,
+        "compile": 0.35,
+        "training": None,
+        "finalizing": None,
+        "total": None,
+    },
     "spec": DIGITS_CNN,
 }
 
@@ -67,6 +76,12 @@ class JobPublic(BaseModel):
         "the device it trained on (`cpu`, `gpu: <name>`)…"
     )
     error: JobError | None
+    timings: JobTimings = Field(
+        description="seconds spent in each phase of the latest attempt, null until reached: "
+        "queued (created or re-queued → claimed), startup (→ data on the device), compile "
+        "(→ first program ready), training (→ last step), finalizing (→ terminal status), "
+        "total (created or re-queued → terminal)"
+    )
     spec: JobSpec = Field(description="the submitted spec, with defaults filled in")
 
     @classmethod

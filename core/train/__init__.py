@@ -1,6 +1,6 @@
 """Training: the jitted scan loop, checkpoints, stopping rules and worker hooks."""
 
-from core.train.callbacks import Callbacks, MetricPoint, MetricSeries, Progress
+from core.train.callbacks import Callbacks, MetricPoint, MetricSeries, Phase, Progress
 from core.train.checkpoint import latest_checkpoint
 from core.train.loop import StopReason, TrainResult, train
 
@@ -8,6 +8,7 @@ __all__ = [
     "Callbacks",
     "MetricPoint",
     "MetricSeries",
+    "Phase",
     "Progress",
     "StopReason",
     "TrainResult",

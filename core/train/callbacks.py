@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
+
+
+class Phase(StrEnum):
+    """Moments of a run the worker times (the job's `timings`)."""
+
+    DATA_ON_DEVICE = "data_on_device"  # the training (and validation) arrays are on the device
+    PROGRAM_READY = "program_ready"  # the first program is compiled (or read from the cache)
+    TRAINING_DONE = "training_done"  # the last step has run
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class Callbacks:
 
     def on_checkpoint(self, path: str, epoch: int, step: int) -> None:
         """A checkpoint is durable on disk (the worker records it only now)."""
+
+    def on_phase(self, phase: Phase) -> None:
+        """The run reached `phase` (each at most once; none after an error)."""
 
     def should_stop(self) -> bool:
         """Return True to stop cleanly at the next chunk boundary (cancellation)."""

@@ -26,7 +26,7 @@ from core.metrics import metric_fns
 from core.model import Model, check_shapes
 from core.optimizers import build_optimizer
 from core.spec import JobSpec
-from core.train.callbacks import Callbacks, Progress
+from core.train.callbacks import Callbacks, Phase, Progress
 from core.train.checkpoint import prune_checkpoints, read_checkpoint, write_checkpoint_atomically
 from core.train.data import epoch_order, split_validation
 from core.train.epoch import (
@@ -109,6 +109,8 @@ class _Run:
 
         self.x, self.y = _on_device(train_data)
         self.val = _on_device(val_data) if val_data is not None else None
+        jax.block_until_ready((self.x, self.y, self.val))
+        callbacks.on_phase(Phase.DATA_ON_DEVICE)
         self.end = EpochEnd(
             summed=spec.loss.type in SUMMED,
             metric_names=tuple(self.metrics),
@@ -119,7 +121,6 @@ class _Run:
         )
         self.programs: dict[Any, Any] = {}  # (kind, size) -> jitted program
         self.compiled: dict[Any, Any] = {}  # key -> its program compiled for this run
-        self.compile_seconds = 0.0
         self.planner = ChunkPlanner(
             self.batching.steps,
             self.opts.epochs,
@@ -146,8 +147,10 @@ class _Run:
                 else:
                     self.run_long_epoch()
             except _Cancelled:
+                self.callbacks.on_phase(Phase.TRAINING_DONE)
                 return self.result(StopReason.CANCELLED)
             self.checkpoint_if_due()
+        self.callbacks.on_phase(Phase.TRAINING_DONE)
         if self.keeps_best and int(self.early.best_epoch) >= 0:
             params, model_state = self.best
             self.state = self.state._replace(params=params, model_state=model_state)
@@ -305,9 +308,9 @@ class _Run:
         """Run program `key` on `args` and wait for its results; compiled ahead of the
         first run, so the seconds returned never include compilation."""
         if key not in self.compiled:
-            started = time.monotonic()
             self.compiled[key] = self.programs[key].lower(*args).compile()
-            self.compile_seconds += time.monotonic() - started
+            if len(self.compiled) == 1:
+                self.callbacks.on_phase(Phase.PROGRAM_READY)
         started = time.monotonic()
         results = jax.block_until_ready(self.compiled[key](*args))
         return time.monotonic() - started, results

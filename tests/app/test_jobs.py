@@ -107,9 +107,11 @@ def test_submit_the_api_md_digits_cnn(
     assert set(job) == {
         "id", "name", "status", "attempt", "dataset", "device", "worker", "created_at",
         "started_at", "finished_at", "queue_position", "progress", "eta_seconds", "summary",
-        "error", "spec",
+        "error", "timings", "spec",
     }  # fmt: skip
     assert job["status"] == "queued"
+    phases = ["queued", "startup", "compile", "training", "finalizing", "total"]
+    assert job["timings"] == dict.fromkeys(phases)  # nothing reached yet
     assert (job["name"], job["dataset"], job["device"]) == ("digits-cnn", "builtin:digits", "auto")
     assert (job["attempt"], job["queue_position"], job["worker"]) == (1, 1, None)
     assert job["progress"] is None and job["started_at"] is None and job["error"] is None

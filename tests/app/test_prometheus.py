@@ -66,8 +66,18 @@ def test_the_service_state_comes_from_the_database(
         {"status": "queued"},
         {"status": "queued", "created_at": now - timedelta(seconds=60)},
         {"status": "queued", "queue": "gpu"},
-        {"status": "succeeded", **ran, "finished_at": ran["started_at"] + timedelta(seconds=3)},
-        {"status": "succeeded", **ran, "finished_at": ran["started_at"] + timedelta(seconds=100)},
+        {
+            "status": "succeeded",
+            **ran,
+            "finished_at": ran["started_at"] + timedelta(seconds=3),
+            **{"queued_seconds": 0.03, "compile_seconds": 0.4, "total_seconds": 3.2},
+        },
+        {
+            "status": "succeeded",
+            **ran,
+            "finished_at": ran["started_at"] + timedelta(seconds=100),
+            **{"queued_seconds": 0.2, "compile_seconds": 2.0, "total_seconds": 100.5},
+        },
         {"status": "failed", **ran, "finished_at": ran["started_at"] + timedelta(seconds=20)},
         {"status": "cancelled", "finished_at": now},  # cancelled while queued: never ran
     )
@@ -108,6 +118,15 @@ def test_the_service_state_comes_from_the_database(
     assert abs(value(samples, f"{duration}_sum", status="succeeded") - 103) < 1e-3
     assert value(samples, f"{duration}_count", status="failed") == 1
     assert value(samples, f"{duration}_count", status="cancelled") == 0
+
+    phase = "backprop_job_phase_seconds"
+    assert value(samples, f"{phase}_bucket", phase="queued", le="0.05") == 1
+    assert value(samples, f"{phase}_bucket", phase="queued", le="0.25") == 2
+    assert value(samples, f"{phase}_bucket", phase="compile", le="0.5") == 1
+    assert value(samples, f"{phase}_bucket", phase="compile", le="2.5") == 2
+    assert value(samples, f"{phase}_count", phase="total") == 2  # jobs that have it
+    assert abs(value(samples, f"{phase}_sum", phase="total") - 103.7) < 1e-6
+    assert value(samples, f"{phase}_count", phase="training") == 0
 
     assert value(samples, "backprop_worker_busy", worker="w-1") == 1
     assert value(samples, "backprop_worker_busy", worker="w-2") == 0

@@ -27,7 +27,7 @@ WATCHED_SPEC: dict[str, Any] = {
     **LONG_DIGITS_MLP,
     "name": "digits-watched",
     "validation": {"split": 0.1},
-    "training": {"epochs": 20, "batch_size": 8, "seed": 0, "log_every_steps": 5},
+    "training": {"epochs": 40, "batch_size": 8, "seed": 0, "log_every_steps": 5},
 }
 # One `backprop serve` for the module's tests, also under `pytest -n 2 --dist loadgroup`.
 pytestmark = pytest.mark.xdist_group("dashboard")
@@ -84,6 +84,9 @@ def test_submit_a_job_in_the_page_and_watch_it_train(dashboard: Dashboard) -> No
     )
     expect(page.locator("[data-chart=loss] canvas")).to_be_visible()
     expect(page.locator(".summary")).to_contain_text("val_accuracy")
+    # Where the job's time went, every phase reached.
+    for phase in ("queued", "startup", "compile", "training", "finalizing", "total"):
+        expect(page.locator("[data-timings]")).to_contain_text(f"{phase} ")
 
     expect(page.locator("[data-action=cancel]")).to_be_disabled()
     with page.expect_download() as download_info:

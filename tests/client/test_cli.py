@@ -74,6 +74,8 @@ def test_list_status_metrics_and_plot(
 
     status = backprop(data_dir, "status", job_id, cwd=tmp_path).stdout
     assert re.search(r"^ *status +succeeded *$", status, re.MULTILINE), status
+    timings = r"queued [\d.]+ s · startup [\d.]+ s · compile [\d.]+ s · training [\d.]+ s"
+    assert re.search(timings + r" · finalizing [\d.]+ s · total [\d.]+ s", status), status
     as_json = json.loads(backprop(data_dir, "status", job_id, "--json", cwd=tmp_path).stdout)
     assert as_json["id"] == job_id and as_json["spec"]["dataset"] == "builtin:xor"
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,6 +89,7 @@ def test_trains_xor_end_to_end(
     assert job.summary["accuracy"] == 1.0 and job.summary["stop_reason"] == "completed"
     assert job.summary["device"] == "cpu"
     assert job.checkpoint_epoch == 40
+    assert_consistent_timings(job)
 
     points = _metrics(factory, job_id)
     series: dict[str, list[Metric]] = {}
@@ -122,6 +124,19 @@ def test_trains_xor_end_to_end(
     for layer, tensors in params.items():
         for name, array in tensors.items():
             np.testing.assert_array_equal(copied_params[layer][name], array)
+
+
+def assert_consistent_timings(job: Job) -> None:
+    """Every phase of a finished job is reached, and the phases add up to the total."""
+    timings = job.timings
+    phases = [timings.queued, timings.startup, timings.compile, timings.training]
+    phases.append(timings.finalizing)
+    assert all(value is not None and value >= 0 for value in phases), timings
+    assert timings.total is not None and timings.total > 0
+    assert abs(sum(phases) - timings.total) <= 0.05 * timings.total, timings  # type: ignore[arg-type]
+    assert job.finished_at is not None
+    created_to_finished = (job.finished_at - job.created_at).total_seconds()
+    assert timings.total == pytest.approx(created_to_finished, abs=1e-3)
 
 
 def test_a_long_run_of_tiny_epochs_writes_its_series_in_bulk(

@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.db.types import EnumText, ModelJSON, UTCDateTime, new_id, utcnow
 from app.domain.status import ArtifactKind, JobStatus
+from app.domain.timings import JobTimings
 from app.domain.values import JobError, JobProgress
 
 NAMING = {
@@ -123,6 +124,18 @@ class Job(Base):
     # When the job's message was last sent (None: at creation). The reconciler re-sends a
     # job queued for long while a worker of its queue sits idle: that message was lost.
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # latest
+    # Seconds per phase of the latest attempt (app.domain.timings); null until reached.
+    queued_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    startup_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    compile_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    training_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finalizing_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def timings(self) -> JobTimings:
+        return JobTimings.of(self)
 
 
 class Metric(Base):

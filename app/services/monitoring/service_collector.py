@@ -2,7 +2,7 @@
 
 Jobs, queues, workers and training throughput live in the database, so they are right
 however many API processes there are, and every process reports the same values:
-aggregate them across instances with `max`, not `sum`. Five short queries per
+aggregate them across instances with `max`, not `sum`. Six short queries per
 scrape, plain reads (no transaction, so no write lock on SQLite).
 """
 
@@ -25,11 +25,15 @@ from app.domain.db.models import Job, Worker
 from app.domain.db.models import Metric as MetricRow
 from app.domain.db.types import utcnow
 from app.domain.status import TERMINAL_STATUSES, JobStatus
+from app.domain.timings import PHASES
+from app.domain.timings import column as timing_column
 
 log = logging.getLogger(__name__)
 
 QUEUES = ("cpu", "gpu")  # always reported, 0 when empty
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+# A small job's phases take tenths of a second; a big one's training, hours.
+PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400)
 # Workers last seen longer ago than this are left out, so dead names do not pile up.
 WORKER_WINDOW = timedelta(hours=24)
 THROUGHPUT_SERIES = "samples_per_second"  # the engine's per-epoch metric
@@ -82,6 +86,7 @@ def _read_families(session: Session, now: datetime) -> Iterator[Metric]:
     yield _jobs_by_status(session)
     yield from _queues(session, now)
     yield _job_durations(session)
+    yield _job_phases(session)
     yield from _workers(session, now)
     yield _throughput(session)
 
@@ -140,6 +145,30 @@ def _job_durations(session: Session) -> Metric:
         bounds = zip(DURATION_BUCKETS, cumulative, strict=True)
         buckets = [(floatToGoString(bound), int(n or 0)) for bound, n in bounds]
         family.add_metric([status], [*buckets, ("+Inf", int(count))], float(total or 0.0))
+    return family
+
+
+def _job_phases(session: Session) -> Metric:
+    """One query: per phase column, the count, sum and bucket counts of finished jobs."""
+    names = [*PHASES, "total"]
+    selected: list[Any] = []
+    for name in names:
+        seconds = getattr(Job, timing_column(name))
+        selected += [func.count(seconds), func.sum(seconds)]
+        selected += [func.sum(case((seconds <= bound, 1), else_=0)) for bound in PHASE_BUCKETS]
+    row = session.execute(select(*selected).where(Job.status.in_(TERMINAL_STATUSES))).one()
+    family = HistogramMetricFamily(
+        "backprop_job_phase_seconds",
+        "Seconds finished jobs spent in each phase of their latest attempt (see the job "
+        "body's `timings`), and in total",
+        labels=["phase"],
+    )
+    width = 2 + len(PHASE_BUCKETS)
+    for i, name in enumerate(names):
+        count, total, *cumulative = row[i * width : (i + 1) * width]
+        bounds = zip(PHASE_BUCKETS, cumulative, strict=True)
+        buckets = [(floatToGoString(bound), int(n or 0)) for bound, n in bounds]
+        family.add_metric([name], [*buckets, ("+Inf", int(count or 0))], float(total or 0.0))
     return family
 
 
