@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     )
     worker_name: str = Field(default_factory=socket.gethostname)
     compilation_cache: bool = Field(True, description="keep compiled XLA programs in the data dir")
+    warm_spares: int = Field(
+        1,
+        ge=0,
+        le=4,
+        description="training processes each worker slot keeps started (JAX imported, device "
+        "ready) ahead of its next job, per device kind it serves; 0: start one per job",
+    )
     predict_cache_models: int = Field(
         8, ge=1, description="trained models kept loaded and compiled for /predict, per API process"
     )

@@ -2,7 +2,9 @@
 
 On top of `app.queue.celery_config` (acks late, reject on worker lost, prefetch 1,
 explicit queues, results ignored, the filesystem broker's folders in the data directory):
-one task per pool process (`worker_max_tasks_per_child`) and no task events. Gossip, mingle
+no task events. Pool processes are long-lived (they never import JAX; each job trains in
+a process of its own), so each keeps its slot's warm spares (`worker.spares`) from job to
+job, and a job sent right after another does not wait for a new pool process. Gossip, mingle
 and event heartbeats are off: workers need nothing from each other, and on the filesystem
 broker every broadcast leaves files behind.
 
@@ -26,6 +28,7 @@ from app.config import Settings
 from app.queue import QUEUES, celery_config
 from worker.draining import clear_draining, mark_draining
 from worker.registry import SlotHeartbeat, WorkerIdentity, nvidia_gpu_visible
+from worker.spares import start_spares
 from worker.tasks import register_tasks
 
 log = logging.getLogger(__name__)
@@ -33,11 +36,7 @@ log = logging.getLogger(__name__)
 
 def worker_config(settings: Settings) -> dict[str, Any]:
     config = celery_config(settings)
-    config.update(
-        worker_max_tasks_per_child=1,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
-    )
+    config.update(worker_send_task_events=False, task_send_sent_event=False)
     return config
 
 
@@ -58,11 +57,13 @@ def make_worker_celery(
 
 
 def _keep_slots_registered(celery: Celery, settings: Settings, identity: WorkerIdentity) -> None:
-    """Start a `SlotHeartbeat` in each pool process this app's worker starts."""
+    """Start a `SlotHeartbeat` and the slot's spares in each pool process this app's
+    worker starts."""
 
     def on_process_init(**_: Any) -> None:
         if current_app._get_current_object() is celery:
             SlotHeartbeat(settings, identity).start()
+            start_spares(settings, identity.queues)
 
     worker_process_init.connect(on_process_init, weak=False)
 

@@ -35,7 +35,7 @@ from app.domain.leases import finish_job, owned, update_owned_job
 from app.domain.status import ArtifactKind, JobStatus
 from app.domain.timings import Timeline
 from app.domain.values import ErrorCode, JobError, JobProgress
-from core.data import Dataset
+from core.data import Dataset, load_builtin
 from core.errors import DatasetError, SpecError
 from core.export import import_model, write_model
 from core.runtime import device_description, enable_compilation_cache
@@ -46,6 +46,38 @@ from worker.recorder import JobRecorder
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
+
+
+# What a training process trains before its job arrives: a few full-batch epochs of a
+# tiny network, with a metric and a validation split, so the job's own tracing and
+# lowering find JAX's caches, lazily imported modules and the XLA client warm (measured:
+# the iris MLP's first job in a process 0.36 s after it, 0.45 s after a one-op program).
+WARM_UP_SPEC = {
+    "dataset": "builtin:xor",
+    "model": {
+        "layers": [
+            {"type": "dense", "units": 3, "activation": "tanh"},
+            {"type": "dense", "units": 2},
+        ]
+    },
+    "loss": "cross_entropy",
+    "metrics": ["accuracy"],
+    "validation": {"split": 0.25},
+    "training": {"epochs": 2, "batch_size": "full"},
+}
+
+
+def get_ready(settings: Settings) -> None:
+    """Everything a training process can do before it knows its job: open the compilation
+    cache, start the device's backend (GPU processes were told not to preallocate), and
+    train WARM_UP_SPEC once."""
+    if settings.compilation_cache:
+        enable_compilation_cache(settings.data_dir / "xla-cache")
+    try:
+        train(parse_spec(WARM_UP_SPEC), load_builtin("xor"))
+    except Exception:  # only a head start: the job itself reports what is wrong
+        log.warning("the warm-up run failed; going on without it", exc_info=True)
+    log.info("training process ready on %s", device_description())
 
 
 def run_claimed_job(
@@ -79,8 +111,6 @@ def _run(
     )
     try:
         spec = parse_spec(job.spec)
-        if settings.compilation_cache:
-            enable_compilation_cache(settings.data_dir / "xla-cache")
         _record_device(factory, recorder)
         with transaction(factory) as session:
             dataset = _open(session, settings, job.tenant_id, spec.dataset, ("dataset",))

@@ -1,6 +1,7 @@
 """Run one job in a fresh training process and watch over it (the Celery side; no JAX).
 
-`supervise_job` claims the job, spawns `python -m worker.train_process`, and until the
+`supervise_job` claims the job, hands it to a training process (a warm spare of this
+slot, see `worker.spares`, or a fresh `python -m worker.train_process`), and until the
 child exits: renews the lease every `heartbeat_seconds` (so a long compilation never loses
 it), keeps the slot's `workers` row fresh, and polls `cancel_requested`. The child stops
 cooperatively at its next chunk boundary; if it has not exited `CANCEL_GRACE_SECONDS`
@@ -13,13 +14,9 @@ once attempts are used up.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -42,6 +39,7 @@ from app.domain.leases import (
 from app.domain.status import JobStatus
 from worker.draining import is_draining
 from worker.registry import WorkerIdentity, record_slot_job
+from worker.spares import Ownership, device_for_queue, stop, training_process_for
 
 log = logging.getLogger(__name__)
 
@@ -64,50 +62,6 @@ class Outcome(StrEnum):
     FAILED = JobStatus.FAILED.value  # the child died on the last attempt: worker_lost
     TAKEN = "taken"  # the lease was lost to the reconciler
     HANDED_BACK = "handed_back"  # this worker is shutting down
-
-
-@dataclass(frozen=True)
-class Ownership:
-    job_id: str
-    worker: str
-    attempt: int
-    queue: str
-
-
-def device_for_queue(queue: str) -> str:
-    """The device kind a job runs on: the `cpu` queue forces JAX onto the CPU."""
-    return "gpu" if queue == "gpu" else "cpu"
-
-
-def child_environment(queue: str) -> dict[str, str]:
-    env = dict(os.environ)
-    if device_for_queue(queue) == "cpu":
-        env["JAX_PLATFORMS"] = "cpu"
-    else:
-        env.pop("JAX_PLATFORMS", None)  # let JAX pick the GPU
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    return env
-
-
-def spawn_training_process(settings: Settings, own: Ownership) -> subprocess.Popen[str]:
-    """Start the child and hand it the settings on stdin.
-
-    stdin then stays open: the child exits when it reads EOF, i.e. when this process dies,
-    so a killed Celery pool process never leaves a training process behind.
-    """
-    argv = [sys.executable, "-m", "worker.train_process", own.job_id]
-    argv += ["--worker", own.worker, "--attempt", str(own.attempt)]
-    child = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, env=child_environment(own.queue), text=True
-    )
-    assert child.stdin is not None
-    absolute = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    try:
-        child.stdin.write(absolute.model_dump_json() + "\n")
-        child.stdin.flush()
-    except BrokenPipeError:  # it died at start-up; the supervisor settles that like a crash
-        log.warning("job %s: the training process exited at start-up", own.job_id)
-    return child
 
 
 def supervise_job(
@@ -167,7 +121,7 @@ def _watch(
     own: Ownership,
     send: SendJob,
 ) -> Outcome:
-    child = spawn_training_process(settings, own)
+    child = training_process_for(settings, own)
     cancel_seen: float | None = None
     taken_at: float | None = None
     draining = False
@@ -195,7 +149,7 @@ def _watch(
             if state is None:  # finished by the child, or re-queued by the reconciler
                 taken_at = taken_at or now
                 if now - taken_at >= EXIT_GRACE_SECONDS:
-                    _kill(child)
+                    stop(child)
                     break
             elif state and cancel_seen is None:
                 cancel_seen = now
@@ -205,13 +159,10 @@ def _watch(
                     own.job_id,
                     CANCEL_GRACE_SECONDS,
                 )
-                _kill(child)
+                stop(child)
                 break
     finally:
-        _kill(child)
-        if child.stdin is not None:
-            with suppress(OSError):
-                child.stdin.close()
+        stop(child)
     if draining:
         return _hand_back(factory, own, send)
     return _settle(factory, own, child.returncode, send)
@@ -308,12 +259,6 @@ def _describe_exit(returncode: int | None) -> str:
     if returncode is not None and returncode < 0:
         return f"was killed by signal {-returncode}"
     return f"exited with status {returncode} without reporting a result"
-
-
-def _kill(child: subprocess.Popen[str]) -> None:
-    if child.poll() is None:
-        child.kill()
-        child.wait()
 
 
 def _record_slot(

@@ -1,23 +1,36 @@
-"""The training process: `python -m worker.train_process JOB_ID --worker NAME --attempt N`.
+"""The training process: `python -m worker.train_process`, one per job.
 
-Started by `worker.supervisor` for one job, with the worker's Settings as one JSON line on
-stdin. stdin then stays open; EOF means the supervisor is gone, and this process exits
-at once rather than train a job nobody watches (its lease will expire and the reconciler
-re-queues it). This is the only process that imports JAX.
+Its stdin carries two JSON lines from the supervising slot (`worker.spares`): the worker's
+Settings, then the job to run (`Assignment`). Between the two it gets ready: imports JAX
+and the engine, initialises the device's backend, opens the compilation cache and runs a
+tiny program. A warm spare is a process waiting for its second line; a job that found no
+spare gets a process whose two lines were sent at once. stdin then stays open: EOF means
+the supervisor is gone, and the process exits at once (before its job: nothing to do;
+during it: the lease expires and the reconciler re-queues the job). This is the only
+process that imports JAX.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+
+from pydantic import BaseModel
 
 from app.config import Settings
 
 EXIT_ORPHANED = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s train[{who}] %(name)s: %(message)s"
+
+
+class Assignment(BaseModel):
+    """The job a training process runs: the one `worker` claimed for `attempt`."""
+
+    job_id: str
+    worker: str
+    attempt: int
 
 
 def _exit_when_orphaned() -> None:
@@ -30,21 +43,24 @@ def _exit_when_orphaned() -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.train_process")
-    parser.add_argument("job_id")
-    parser.add_argument("--worker", required=True, help="the slot that claimed the job")
-    parser.add_argument("--attempt", type=int, required=True)
-    args = parser.parse_args(argv)
-    settings = Settings.model_validate_json(sys.stdin.readline())
+def main() -> int:
+    first = sys.stdin.readline()
+    if not first:
+        return 0
+    settings = Settings.model_validate_json(first)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT.format(who=f"spare {os.getpid()}"))
+    from worker.runner import get_ready, run_claimed_job  # JAX: in this process only
+
+    get_ready(settings)
+    second = sys.stdin.readline()
+    if not second:
+        return 0  # the slot went away (or shut down) before it had a job for us
+    job = Assignment.model_validate_json(second)
     _exit_when_orphaned()
     logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s train[{args.job_id[:8]}] %(name)s: %(message)s",
+        level=logging.INFO, format=LOG_FORMAT.format(who=job.job_id[:8]), force=True
     )
-    from worker.runner import run_claimed_job  # JAX is imported here, in this process only
-
-    run_claimed_job(settings, args.job_id, worker=args.worker, attempt=args.attempt)
+    run_claimed_job(settings, job.job_id, worker=job.worker, attempt=job.attempt)
     return 0
 
 

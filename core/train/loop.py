@@ -410,7 +410,7 @@ def train(
         uninterrupted run on CPU.
       init_params: parameters to start from (`init_from`); shapes must match the model.
       chunk_steps: steps per dispatch (whole epochs when it is at least an epoch); by
-        default sized so a dispatch takes about a second. Results do not depend on it.
+        default sized so a dispatch takes about half a second. Results do not depend on it.
 
     Raises:
       SpecError: the model does not fit the data, or `init_params` does not fit the model.

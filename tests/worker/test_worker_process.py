@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.domain.db.engine import transaction
-from app.domain.db.models import Worker
+from app.domain.db.models import Job, Worker
 from app.domain.db.types import utcnow
 from app.domain.leases import requeue_expired
 from app.queue import JobQueue
@@ -30,7 +30,8 @@ def _loads_jax(pid: int) -> bool:
     return "jaxlib" in maps or "xla_extension" in maps
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, live: bool = False) -> list[int]:
+    """Child pids of `pid`; with `live`, not the zombies of children not yet reaped."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -38,7 +39,8 @@ def _children(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry.name}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and not (live and state == "Z"):
                 found.append(int(entry.name))
     return found
 
@@ -104,7 +106,7 @@ def test_python_m_worker_runs_jobs_sent_through_the_broker(
     factory: sessionmaker[Session], make_job: MakeJob, settings: Settings, tmp_path: Path
 ) -> None:
     with _worker_process(settings, tmp_path) as worker:
-        # Two jobs: the second runs in a replacement pool process (one task per process).
+        # Two jobs, one after the other, in the same long-lived pool process.
         job_ids = [make_job(), make_job()]
         queue = JobQueue(settings)
         for job_id in job_ids:
@@ -133,14 +135,68 @@ def test_a_killed_worker_leaves_no_process_behind_and_its_job_is_requeued(
         JobQueue(settings).send(job_id, "cpu")
         wait_for(lambda: getattr(read_job(factory, job_id).progress, "step", 0), 60, what="steps")
         (pool,) = _children(worker.pid)
-        (child,) = _children(pool)
+        # The job's training process, and the warm spare started when it took the job.
+        children = wait_for(lambda: len(_children(pool)) == 2 and _children(pool), 10)
         worker.kill()  # SIGKILL of the Celery main process alone
         worker.wait()
-    # The pool process dies with its parent; the training process sees stdin close.
-    for pid in (pool, child):
+    # The pool process dies with its parent; the training processes see stdin close.
+    for pid in (pool, *children):
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, what="no process left")  # noqa: B023
     assert read_job(factory, job_id).status == "running"  # until its lease runs out
     time.sleep(settings.lease_seconds)
     with transaction(factory) as session:
         assert requeue_expired(session, utcnow()) == [(job_id, "cpu")]
     assert read_job(factory, job_id).attempt == 2
+
+
+def test_spares_replace_themselves_after_a_crash_a_job_and_a_killed_training_process(
+    factory: sessionmaker[Session], make_job: MakeJob, settings: Settings, tmp_path: Path
+) -> None:
+    def one_spare(pool: int, other_than: int | None = None) -> int:
+        def ready() -> int | None:
+            live = _children(pool, live=True)
+            if len(live) == 1 and live[0] != other_than and _loads_jax(live[0]):
+                return live[0]
+            return None
+
+        spare = wait_for(ready, 60, what="one warm spare")
+        assert isinstance(spare, int)
+        return spare
+
+    queue = JobQueue(settings)
+    with _worker_process(settings, tmp_path) as worker:
+        (pool,) = wait_for(lambda: _children(worker.pid), 30, what="the pool process")
+        spare = one_spare(pool)  # started with the slot, before any job: JAX imported
+
+        os.kill(spare, signal.SIGKILL)  # a spare that dies is replaced
+        spare = one_spare(pool, other_than=spare)
+
+        job_id = make_job()  # a job goes to the spare (which exits after it); a new one starts
+        queue.send(job_id, "cpu")
+        wait_for(lambda: read_job(factory, job_id).status == "succeeded", 60, what="the job")
+        spare = one_spare(pool, other_than=spare)
+
+        # SIGKILL of the training process mid-job: re-queued with attempt + 1, resumed
+        # from its checkpoint (by this worker again), and still a spare ready.
+        job_id = make_job(endless_digits_mlp())
+        training = spare
+        queue.send(job_id, "cpu")
+        wait_for(lambda: read_job(factory, job_id).checkpoint_epoch, 60, what="a checkpoint")
+        assert training in _children(pool, live=True)
+        checkpoint_epoch = read_job(factory, job_id).checkpoint_epoch
+        os.kill(training, signal.SIGKILL)
+
+        def resumed() -> bool:
+            job = read_job(factory, job_id)
+            return job.attempt == 2 and job.status == "running" and job.progress is not None
+
+        wait_for(resumed, 60, what="the job resumed as attempt 2")
+        resumed_job = read_job(factory, job_id)
+        assert resumed_job.progress is not None and checkpoint_epoch is not None
+        assert resumed_job.progress.epoch >= checkpoint_epoch
+        with transaction(factory) as session:
+            row = session.get(Job, job_id)
+            assert row is not None
+            row.cancel_requested = True
+        wait_for(lambda: read_job(factory, job_id).status == "cancelled", 30, what="cancel")
+        one_spare(pool, other_than=training)
