@@ -5,10 +5,12 @@ Each failure is a `SpecError` whose loc points into the request body (422).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import jax
 import numpy as np
+from cachetools import LRUCache, cached
 from safetensors import safe_open
 from sqlalchemy.orm import Session
 
@@ -19,7 +21,31 @@ from app.domain.db.models import Job
 from core.data import BUILDERS, DatasetInfo
 from core.errors import FitError, SpecError
 from core.fit import fit_check
+from core.model import check_shapes
 from core.spec import JobSpec
+
+SHAPE_CHECKS_KEPT = 1024  # distinct (model, loss, dataset shape) checks remembered
+
+
+def _shape_check_key(spec: JobSpec, info: DatasetInfo) -> tuple[Any, ...]:
+    """What `check_shapes` depends on: the model, the loss and the dataset's shapes (a
+    sweep's trials differ in hyperparameters, which are not part of it)."""
+    return (
+        spec.model.model_dump_json(),
+        spec.loss.model_dump_json(),
+        tuple(info.input_shape),
+        tuple(info.target_shape),
+        info.num_classes,
+        info.task,
+    )
+
+
+@cached(LRUCache(SHAPE_CHECKS_KEPT), key=_shape_check_key, lock=threading.Lock())
+def check_model_fits(spec: JobSpec, info: DatasetInfo) -> tuple[int, ...]:
+    """`core.model.check_shapes`, traced once per distinct key: repeated specs skip the
+    `jax.eval_shape` tracing that was most of a submit. Only successes are kept (a
+    `SpecError` propagates and is computed again next time)."""
+    return check_shapes(spec, info)
 
 
 def check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:

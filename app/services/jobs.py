@@ -28,8 +28,7 @@ from app.domain.status import ACTIVE_STATUSES, JobStatus
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
-from app.services.job_checks import check_datasets, check_init_from
-from core.model import check_shapes
+from app.services.job_checks import check_datasets, check_init_from, check_model_fits
 from core.spec import parse_spec
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ def submit_job(
         return job_public(session, earlier), False
     spec = parse_spec(body)
     info = check_datasets(session, tenant_id, spec)
-    check_shapes(spec, info)
+    check_model_fits(spec, info)
     if spec.init_from is not None:
         source = find_job(session, tenant_id, spec.init_from.job)
         check_init_from(settings, spec, info, source)

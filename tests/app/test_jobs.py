@@ -631,3 +631,32 @@ def test_openapi_documents_bodies_and_errors(client: TestClient) -> None:
         assert {"200", "401", "404"} <= set(schema["paths"][path]["get"]["responses"])
     for name in ("JobPublic", "JobsPublic", "JobMetricsPublic"):
         assert schema["components"]["schemas"][name].get("examples"), name
+
+
+def test_repeated_specs_and_a_sweep_s_trials_skip_the_shape_check(
+    client: TestClient, alice: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import job_checks
+
+    traced: list[str] = []
+    real = job_checks.check_shapes
+
+    def counting(spec: Any, info: Any) -> Any:
+        traced.append(spec.model.model_dump_json())
+        return real(spec, info)
+
+    monkeypatch.setattr(job_checks, "check_shapes", counting)
+    spec = copy.deepcopy(IRIS_MLP)
+    spec["model"]["layers"][0]["units"] = 37  # a model no other test checks
+    for learning_rate in (0.1, 0.01, 0.001):  # trials differ in hyperparameters only
+        trial = {**spec, "optimizer": {"type": "adam", "learning_rate": learning_rate}}
+        assert submit(client, alice, trial).status_code == 201
+    assert len(traced) == 1
+    other = copy.deepcopy(spec)
+    other["model"]["layers"][0]["units"] = 38  # another model is checked on its own
+    assert submit(client, alice, other).status_code == 201
+    bad = copy.deepcopy(spec)
+    bad["model"]["layers"][-1]["units"] = 5  # iris has 3 classes: still rejected, each time
+    for _ in range(2):
+        assert submit(client, alice, bad).status_code == 422
+    assert len(traced) == 4
