@@ -300,3 +300,25 @@ def test_a_cpu_worker_never_claims_a_gpu_job(
 
     job = read_job(factory, job_id)
     assert (job.status, job.worker, job.attempt) == ("queued", None, 1)
+
+
+def test_a_repeated_spec_in_a_new_process_compiles_nothing(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
+) -> None:
+    cache = settings.data_dir / "xla-cache"
+    spec = xor_mlp(epochs=30)
+    first = make_job(spec)
+    assert run_task(first) == "finished"
+    compiled = {path.name for path in cache.iterdir()}
+    assert compiled  # the first process compiled its programs into the cache
+
+    # The same spec, another seed and learning rate: a new process, only cache hits.
+    again = {**spec, "optimizer": {"type": "adam", "learning_rate": 0.02}}
+    again["training"] = {**spec["training"], "seed": 7}
+    second = make_job(again)
+    assert run_task(second) == "finished"
+    assert {path.name for path in cache.iterdir()} == compiled
+    timings = [read_job(factory, job_id).timings for job_id in (first, second)]
+    assert all(t.compile is not None for t in timings)
+    # Side by side in one run: a cache hit is cheaper than compiling.
+    assert timings[1].compile < timings[0].compile  # type: ignore[operator]
