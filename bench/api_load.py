@@ -7,7 +7,7 @@ runs `backprop migrate`, starts `backprop api` (one uvicorn process) and one
 1. submit-to-running: with the worker idle, submit a small job and poll `GET /v1/jobs/{id}`
    every 5 ms until it is `running`; cancel it, wait until the worker's slot is idle and
    `--settle` seconds more, repeat. Then a few jobs back to back (0.3 s after the slot went
-   idle: the worker replaces its pool process after each job, which takes it seconds).
+   idle, while the slot's next warm spare may still be starting).
    The worker is then stopped, so that the loads below run with no worker.
 2. `GET /v1/jobs/{id}` of an existing (finished) job at a few concurrency levels.
 3. `POST /v1/jobs` (builtin:iris, two dense layers) at the same levels; the jobs stay queued.
@@ -408,8 +408,8 @@ def submit_to_running(
             client.post(f"/v1/jobs/{job_id}/cancel")  # 409 if it already finished: fine
             _wait_until_ended(client, dep, job_id)
             wait_for_idle_worker(dep, 60)
-            # The slot is cleared before Celery acks; and with one task per pool process
-            # the worker then replaces its pool process, which takes it seconds.
+            # The slot is cleared before Celery acks, and its next warm spare is still
+            # starting: let both settle before the next measurement.
             time.sleep(settle)
     return result, job_id
 
