@@ -44,6 +44,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = settings.broker_dir
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        # Messages written whole before they appear in the folder (see app.file_broker).
+        config["broker_transport"] = "app.file_broker:Transport"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
