@@ -16,7 +16,16 @@ from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 from app.domain.leases import reconcile_periodically
 from app.errors import install_error_handlers
 from app.queue import JobQueue
-from app.routers import dashboard, datasets, events, health, jobs, monitoring, predict
+from app.routers import (
+    dashboard,
+    datasets,
+    events,
+    health,
+    jobs,
+    monitoring,
+    predict,
+    sweeps,
+)
 from app.services.events import JobEventHub
 from app.services.monitoring import install_monitoring
 from app.services.predict import PredictionService
@@ -75,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(sweeps.router)
     app.include_router(monitoring.router)
     app.state.predictions = PredictionService(settings.predict_cache_models)
     app.include_router(predict.router)

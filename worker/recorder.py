@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from app.domain.db.models import Artifact, Job, Metric
 from app.domain.db.types import utcnow
 from app.domain.leases import owned, update_owned_job
 from app.domain.status import ArtifactKind
+from app.domain.sweeps.judge import TrialJudge
 from app.domain.timings import Timeline
 from app.domain.values import JobProgress
-from core.train import Callbacks, MetricSeries, Phase, Progress
+from core.train import Callbacks, MetricSeries, Phase, Progress, StopReason
 from worker.db import upsert
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class JobRecorder(Callbacks):
         self._last_flush = clock()
         self._last_cancel_check = float("-inf")
         self.timeline: Timeline | None = None  # set once the job row has been read
+        # A sweep trial's early-termination rule, judged at each flush; set with the row.
+        self.judge: TrialJudge | None = None
+        self.pruned = False
 
     # -- hooks called by core.train --------------------------------------------------
 
@@ -89,7 +93,13 @@ class JobRecorder(Callbacks):
         self._flush_when_due()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._flush_when_due()  # an epoch's metrics wait at most FLUSH_SECONDS
+        if self.judge is not None and epoch + 1 in self.judge.pending:
+            self.flush()  # a decision epoch of the trial's sweep: judged now
+        else:
+            self._flush_when_due()  # an epoch's metrics wait at most FLUSH_SECONDS
+
+    def pause_after_epochs(self) -> Collection[int]:
+        return () if self.judge is None else frozenset(self.judge.pending)
 
     def on_checkpoint(self, path: str, epoch: int, step: int) -> None:
         self.flush(checkpoint=(Path(path), epoch, step))
@@ -99,7 +109,9 @@ class JobRecorder(Callbacks):
             self.timeline.reached(phase, utcnow())
             self._progress_dirty = True  # written with the next flush
 
-    def should_stop(self) -> bool:
+    def should_stop(self) -> bool | StopReason:
+        if self.pruned:
+            return StopReason.PRUNED
         if self.lost or self.cancel_requested:
             return True
         if self.clock() - self._last_cancel_check < CANCEL_CHECK_SECONDS:
@@ -149,12 +161,26 @@ class JobRecorder(Callbacks):
                 )
                 if checkpoint is not None:
                     self._record_checkpoint(session, *checkpoint)
+                self._judge(session)
         except SQLAlchemyError:
             log.warning("job %s: could not write metrics; will retry", self.job_id, exc_info=True)
             return
         self._pending.clear()
         self._progress_dirty = False
         self._last_flush = self.clock()
+
+    def _judge(self, session: Session) -> None:
+        """A trial's stop rule over the epoch values just written (see TrialJudge)."""
+        if self.judge is None or self.pruned:
+            return
+        recorded = {
+            row["epoch"] + 1: row["value"]
+            for (name, _step), row in self._pending.items()
+            if name == self.judge.series
+        }
+        if recorded and self.judge.judge(session, recorded):
+            self.pruned = True
+            log.info("job %s: pruned by its sweep's early termination", self.job_id)
 
     def _claim_write(self, session: Session, checkpoint: tuple[Path, int, int] | None) -> bool:
         """Write the job row's part (conditional on owning it); False when not ours."""

@@ -33,6 +33,7 @@ from app.domain.db.models import Job
 from app.domain.db.types import utcnow
 from app.domain.leases import finish_job, owned, update_owned_job
 from app.domain.status import ArtifactKind, JobStatus
+from app.domain.sweeps.judge import TrialJudge
 from app.domain.timings import Timeline
 from app.domain.values import ErrorCode, JobError, JobProgress
 from core.data import Dataset, load_builtin
@@ -106,6 +107,8 @@ def _run(
         job = session.scalars(
             select(Job).where(*owned(recorder.job_id, recorder.worker, recorder.attempt))
         ).first()
+        if job is not None:
+            recorder.judge = TrialJudge.for_job(session, job)
     if job is None:
         log.info("job %s is not ours to run (attempt %d)", recorder.job_id, recorder.attempt)
         return None

@@ -37,6 +37,7 @@ from app.domain.leases import (
     renew_lease,
 )
 from app.domain.status import JobStatus
+from app.domain.sweeps.controller import advance_after_trial
 from worker.draining import is_draining
 from worker.registry import WorkerIdentity, record_slot_job
 from worker.spares import Ownership, device_for_queue, stop, training_process_for
@@ -83,9 +84,21 @@ def supervise_job(
         finally:
             _record_slot(factory, identity, slot, None)
         log.info("job %s (attempt %d): %s", job_id, own.attempt, outcome)
+        _advance_sweep(factory, settings, job_id, send)
         return outcome
     finally:
         engine.dispose()
+
+
+def _advance_sweep(
+    factory: sessionmaker[Session], settings: Settings, job_id: str, send: SendJob
+) -> None:
+    """A trial that ended makes room for its sweep's next one at once (the API's
+    reconciler would, within a pass, if this fails)."""
+    try:
+        advance_after_trial(factory, job_id, send, settings)
+    except Exception:
+        log.exception("job %s: advancing its sweep failed; the reconciler will", job_id)
 
 
 def _claim(

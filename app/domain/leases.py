@@ -26,6 +26,7 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Worker
 from app.domain.db.types import utcnow
 from app.domain.status import JobStatus
+from app.domain.sweeps import controller as sweeps
 from app.domain.timings import cleared_after_claim
 from app.domain.values import JobError
 
@@ -312,7 +313,8 @@ def reconcile(
     factory: sessionmaker[Session], send: SendJob, settings: Settings, now: datetime | None = None
 ) -> list[tuple[str, str]]:
     """One reconciler pass: release expired leases, find lost messages, then (after the
-    commit) send every job that is queued again. Returns what was sent."""
+    commit) send every job that is queued again, and advance every running sweep. Returns
+    the re-sent jobs."""
     now = now or utcnow()
     with transaction(factory) as session:
         due = requeue_expired(session, now)
@@ -327,6 +329,9 @@ def reconcile(
             send(job_id, queue)
         except Exception:  # the next pass finds it again: it stays queued
             log.warning("job %s: sending to queue %r failed", job_id, queue, exc_info=True)
+    # Sweeps whose trials ended while no worker could advance them (a cancel from the API,
+    # a job failed here as worker_lost, a worker killed after its trial's terminal write).
+    sweeps.advance_running(factory, send, settings)
     return due
 
 

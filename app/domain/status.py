@@ -1,7 +1,8 @@
 """A job's lifecycle as types: the only place its status names are spelled out.
 
 `queued` → `running` → `succeeded` | `failed` | `cancelled`; a running job whose worker
-dies goes back to `queued` with attempt + 1 (API.md, "Jobs").
+dies goes back to `queued` with attempt + 1 (API.md, "Jobs"). A sweep runs until every
+one of its trials (jobs) has ended.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ class JobStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
+
+
+class SweepStatus(StrEnum):
+    """`running` → `succeeded` (every trial ended) | `cancelled` (API.md, "Sweeps")."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    CANCELLED = "cancelled"
 
 
 class ArtifactKind(StrEnum):

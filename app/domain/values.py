@@ -8,7 +8,7 @@ They are stored as JSON (`app.domain.db.types.ModelJSON`) and read back as these
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,15 @@ class JobProgress(BaseModel):
             steps=progress.steps,
             fraction=progress.fraction,
         )
+
+
+class TrialOfJob(BaseModel):
+    """A job's place in a sweep: its trial number and the values it was given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    params: dict[str, Any] = Field(description="the sampled values, by path into the spec")
 
 
 class JobError(BaseModel):

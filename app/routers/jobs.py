@@ -13,6 +13,7 @@ from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.domain.db.models import Job
 from app.domain.errors import NotFound
 from app.domain.status import JobStatus
+from app.domain.submission import ROUTING_RULE
 from app.schemas.common import error_responses
 from app.schemas.jobs import (
     JobMetricsPublic,
@@ -100,7 +101,7 @@ IdempotencyKey = Annotated[
     summary="Submit a training job",
     response_description="The new job, queued",
     description="The spec is fully validated (schema, datasets, the model's shapes against "
-    "the dataset, `init_from`) before the job is queued.\n\nDevice routing: " + jobs.ROUTING_RULE,
+    "the dataset, `init_from`) before the job is queued.\n\nDevice routing: " + ROUTING_RULE,
     responses={
         200: {"model": JobPublic, "description": "An earlier job with this Idempotency-Key"},
         **job_errors(422),

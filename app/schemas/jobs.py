@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.status import JobStatus
 from app.domain.timings import JobTimings
-from app.domain.values import JobError, JobProgress
+from app.domain.values import JobError, JobProgress, TrialOfJob
 from app.schemas.common import Page, PageQuery
 from core.spec import JobSpec
 from core.spec.examples import DIGITS_CNN
@@ -83,6 +83,8 @@ class JobPublic(BaseModel):
         "total (created or re-queued → terminal)"
     )
     spec: JobSpec = Field(description="the submitted spec, with defaults filled in")
+    sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
+    trial: TrialOfJob | None = Field(None, description="its trial number and sampled values")
 
     @classmethod
     def of(cls, job: Job, queue_position: int | None = None) -> JobPublic:
@@ -105,6 +107,7 @@ class JobsQuery(PageQuery):
 
     status: JobStatus | None = Field(None, description="only jobs in this status")
     name: str | None = Field(None, description="only jobs with exactly this name")
+    sweep: str | None = Field(None, description="only the trials of this sweep")
 
 
 class MetricSeriesPublic(BaseModel):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,12 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from app.config import Settings
-from app.domain import dataset_store
 from app.domain.db.engine import reading
-from app.domain.db.models import Job, Worker
-from app.domain.db.types import UTCDateTime, new_id, utcnow
+from app.domain.db.models import Job
+from app.domain.db.types import UTCDateTime, utcnow
 from app.domain.errors import Conflict, NotFound
 from app.domain.status import ACTIVE_STATUSES, JobStatus
+from app.domain.submission import new_job, route_device
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
@@ -32,16 +31,6 @@ from app.services.job_checks import check_datasets, check_init_from, check_model
 from core.spec import parse_spec
 
 log = logging.getLogger(__name__)
-
-# A GPU worker counts as available for `device: auto` when it reported this recently.
-GPU_WORKER_FRESH_SECONDS = 30
-ROUTING_RULE = (
-    "`device: gpu` goes to the `gpu` queue (it waits for a GPU worker), `cpu` to the `cpu` "
-    "queue. `auto` goes to `gpu` only when more GPU workers are idle (seen in the last "
-    f"{GPU_WORKER_FRESH_SECONDS} s, running nothing) than `gpu` jobs are already queued; "
-    "otherwise to `cpu`. The choice is made once, at submission."
-)
-
 
 # Built once: every request that names a job runs it, and building a statement costs
 # about as much as the database's answer to it.
@@ -77,21 +66,8 @@ def submit_job(
     if spec.init_from is not None:
         source = find_job(session, tenant_id, spec.init_from.job)
         check_init_from(settings, spec, info, source)
-    job_id = new_id()
-    job = Job(
-        id=job_id,
-        tenant_id=tenant_id,
-        name=spec.name or f"{info.name}-{job_id[:8]}",
-        status=JobStatus.QUEUED,
-        attempt=1,
-        max_attempts=settings.max_attempts,
-        dataset=spec.dataset,
-        dataset_id=_uploaded_id(spec.dataset),
-        validation_dataset_id=_uploaded_id(spec.validation.dataset if spec.validation else None),
-        device=spec.device,
-        spec=spec.model_dump(mode="json"),
-        idempotency_key=idempotency_key,
-        created_at=utcnow(),
+    job = new_job(
+        settings, tenant_id, spec, default_name=info.name, idempotency_key=idempotency_key
     )
     try:
         with session.begin():
@@ -107,28 +83,6 @@ def submit_job(
     return job_public(session, job), True
 
 
-def route_device(session: Session, device: str) -> str:
-    """The queue (`cpu` | `gpu`) for a spec's `device`; see `ROUTING_RULE`."""
-    if device != "auto":
-        return device
-    fresh_since = utcnow() - timedelta(seconds=GPU_WORKER_FRESH_SECONDS)
-    idle_gpu_workers = session.scalar(
-        select(func.count())
-        .select_from(Worker)
-        .where(
-            Worker.has_gpu.is_(True),
-            Worker.last_seen >= fresh_since,
-            Worker.running_job_id.is_(None),
-        )
-    )
-    waiting_gpu_jobs = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.queue == "gpu", Job.status == JobStatus.QUEUED)
-    )
-    return "gpu" if (idle_gpu_workers or 0) > (waiting_gpu_jobs or 0) else "cpu"
-
-
 def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
     """The tenant's jobs, newest first, one page of at most `query.limit`."""
     statement = select(Job).where(Job.tenant_id == tenant_id)
@@ -136,6 +90,8 @@ def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
         statement = statement.where(Job.status == query.status)
     if query.name is not None:
         statement = statement.where(Job.name == query.name)
+    if query.sweep is not None:
+        statement = statement.where(Job.sweep_id == query.sweep)
     with reading(session):
         page, next_cursor = newest_first_page(
             session,
@@ -242,7 +198,3 @@ def _send(queue: JobQueue, job: Job) -> None:
         queue.send(job.id, job.queue)
     except Exception:  # the row is the truth: the reconciler re-sends queued jobs
         log.warning("job %s: sending to queue %r failed", job.id, job.queue, exc_info=True)
-
-
-def _uploaded_id(ref: str | None) -> str | None:
-    return None if ref is None or ref.startswith(dataset_store.BUILTIN_PREFIX) else ref

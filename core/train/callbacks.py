@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
+
+
+class StopReason(StrEnum):
+    """Why a run ended (the job summary's `stop_reason`)."""
+
+    COMPLETED = "completed"  # every epoch ran
+    EARLY_STOPPING = "early_stopping"
+    STOP_WHEN = "stop_when"
+    CANCELLED = "cancelled"  # the callbacks asked to stop
+    PRUNED = "pruned"  # the callbacks asked to stop for a search (a sweep's early termination)
 
 
 class Phase(StrEnum):
@@ -75,6 +85,12 @@ class Callbacks:
     def on_phase(self, phase: Phase) -> None:
         """The run reached `phase` (each at most once; none after an error)."""
 
-    def should_stop(self) -> bool:
-        """Return True to stop cleanly at the next chunk boundary (cancellation)."""
+    def pause_after_epochs(self) -> Collection[int]:
+        """Epoch counts after which a chunk of many epochs ends, so that these hooks see the
+        run there (a search judging a trial at fixed epochs); asked once, at the start."""
+        return ()
+
+    def should_stop(self) -> bool | StopReason:
+        """Return True (a cancellation) or the reason, CANCELLED or PRUNED, to stop cleanly
+        at the next chunk boundary; the run's result keeps the parameters it has then."""
         return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from core.metrics import metric_fns
 from core.model import Model, check_shapes
 from core.optimizers import build_optimizer
 from core.spec import JobSpec
-from core.train.callbacks import Callbacks, Phase, Progress
+from core.train.callbacks import Callbacks, Phase, Progress, StopReason
 from core.train.checkpoint import prune_checkpoints, read_checkpoint, write_checkpoint_atomically
 from core.train.data import epoch_order, split_validation
 from core.train.epoch import (
@@ -49,15 +48,6 @@ ASSUMED_FLOPS_PER_SECOND = 1e11
 STEP_OVERHEAD_SECONDS = 2e-5
 
 
-class StopReason(StrEnum):
-    """Why a run ended (the job summary's `stop_reason`)."""
-
-    COMPLETED = "completed"  # every epoch ran
-    EARLY_STOPPING = "early_stopping"
-    STOP_WHEN = "stop_when"
-    CANCELLED = "cancelled"  # the callbacks asked to stop
-
-
 @dataclass
 class TrainResult:
     params: Any
@@ -68,8 +58,12 @@ class TrainResult:
     steps_completed: int
 
 
-class _Cancelled(Exception):
+class _StopRequested(Exception):
     """The callbacks asked to stop (raised between chunks, caught by `train`)."""
+
+    def __init__(self, reason: StopReason):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Run:
@@ -130,6 +124,7 @@ class _Run:
             seconds_per_step=1.0 if chunk_steps else self._seconds_per_step_guess(),
             fixed_steps=chunk_steps,
             checkpoint_every_epochs=self.opts.checkpoint_every_epochs,
+            pauses=frozenset(callbacks.pause_after_epochs()),
         )
         self.history = History(self.end.metric_order(), self.batching, self.opts.log_every_steps)
         self.epoch = 0
@@ -148,9 +143,9 @@ class _Run:
                     self.run_epochs(chunk)
                 else:
                     self.run_long_epoch()
-            except _Cancelled:
+            except _StopRequested as stop:
                 self.callbacks.on_phase(Phase.TRAINING_DONE)
-                return self.result(StopReason.CANCELLED)
+                return self.result(stop.reason)
             self.checkpoint_if_due()
         self.callbacks.on_phase(Phase.TRAINING_DONE)
         if self.keeps_best and int(self.early.best_epoch) >= 0:
@@ -275,8 +270,9 @@ class _Run:
     def between_chunks(self) -> None:
         """Progress, cancellation and the runtime limit, checked after every dispatch."""
         self.progress()
-        if self.callbacks.should_stop():
-            raise _Cancelled
+        if requested := self.callbacks.should_stop():
+            reason = requested if isinstance(requested, StopReason) else StopReason.CANCELLED
+            raise _StopRequested(reason)
         limit = self.opts.max_runtime_seconds
         if limit and time.monotonic() - self.started > limit:
             raise TrainingError(

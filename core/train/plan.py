@@ -49,6 +49,9 @@ class ChunkPlanner:
     seconds_per_step: float  # the guess, then the latest measurement
     fixed_steps: int | None = None  # the caller's chunk_steps: no timing-based sizing
     checkpoint_every_epochs: int | None = None
+    # Epoch counts a many-epochs chunk must end at, so the callbacks see the run there
+    # (a sweep's early-termination rungs).
+    pauses: frozenset[int] = frozenset()
     capacity: int | None = None  # of the many-epochs program, fixed once chosen
     timed: bool = False  # seconds_per_step is a measurement, not the guess
 
@@ -79,6 +82,8 @@ class ChunkPlanner:
         count = min(max(wanted, 1), self.capacity, self.epochs - epoch)
         if self.checkpoint_every_epochs:
             count = min(count, self.checkpoint_every_epochs - epoch % self.checkpoint_every_epochs)
+        if upcoming := [pause for pause in self.pauses if pause > epoch]:
+            count = min(count, min(upcoming) - epoch)
         return Epochs(count, self.capacity)
 
     def measured(self, chunk: Chunk, seconds: float) -> None:

@@ -21,9 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.db.types import EnumText, ModelJSON, UTCDateTime, new_id, utcnow
-from app.domain.status import ArtifactKind, JobStatus
+from app.domain.status import ArtifactKind, JobStatus, SweepStatus
 from app.domain.timings import JobTimings
-from app.domain.values import JobError, JobProgress
+from app.domain.values import JobError, JobProgress, TrialOfJob
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -79,6 +79,28 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Sweep(Base):
+    """A hyperparameter search (API.md, "Sweeps"); its trials are jobs with `sweep_id`.
+
+    `definition` is the validated sweep body (`app.domain.sweeps.definition.SweepDefinition`),
+    the base spec with its defaults filled in. What the samplers and the stop rules need
+    to resume after any restart is in this row and the trials' rows, nowhere else.
+    """
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[SweepStatus] = mapped_column(
+        EnumText(SweepStatus, 16), default=SweepStatus.RUNNING, index=True
+    )
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Job(Base):
     """The source of truth for a job; the broker only wakes a worker up."""
 
@@ -89,6 +111,8 @@ class Job(Base):
         # Queue order: a queued job's position counts the queued jobs ahead of it.
         Index("ix_jobs_queue_order", "status", "queue", "created_at", "id"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
+        # A sweep's trial numbers: a second controller making the same trial fails here.
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -125,6 +149,14 @@ class Job(Base):
     # job queued for long while a worker of its queue sits idle: that message was lost.
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # latest
+    # A sweep's trial: its number, the sampled values by parameter path, and what the
+    # sampler noted about it (Optuna's system attributes, e.g. a grid point's id).
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trial_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    trial_sampler: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Seconds per phase of the latest attempt (app.domain.timings); null until reached.
     queued_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     startup_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -136,6 +168,12 @@ class Job(Base):
     @property
     def timings(self) -> JobTimings:
         return JobTimings.of(self)
+
+    @property
+    def trial(self) -> TrialOfJob | None:
+        if self.sweep_id is None or self.trial_number is None:
+            return None
+        return TrialOfJob(number=self.trial_number, params=self.trial_params or {})
 
 
 class Metric(Base):
