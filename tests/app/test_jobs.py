@@ -107,7 +107,7 @@ def test_submit_the_api_md_digits_cnn(
     assert set(job) == {
         "id", "name", "status", "attempt", "dataset", "device", "worker", "created_at",
         "started_at", "finished_at", "queue_position", "progress", "eta_seconds", "summary",
-        "error", "timings", "spec",
+        "error", "timings", "spec", "sweep_id", "trial",
     }  # fmt: skip
     assert job["status"] == "queued"
     phases = ["queued", "startup", "compile", "training", "finalizing", "total"]
