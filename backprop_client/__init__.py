@@ -20,6 +20,8 @@ _EXPORTS = {
     "Event": "events",
     "Job": "models",
     "JobError": "models",
+    "Sweep": "models",
+    "Trial": "models",
     "Metrics": "models",
     "Prediction": "models",
     "Progress": "models",
@@ -41,6 +43,8 @@ __all__ = [
     "Progress",
     "Series",
     "SpecFileError",
+    "Sweep",
+    "Trial",
     "load_spec",
     "resolve_connection",
 ]
@@ -65,5 +69,7 @@ if TYPE_CHECKING:
         Prediction,
         Progress,
         Series,
+        Sweep,
+        Trial,
     )
     from backprop_client.specs import SpecFileError, load_spec

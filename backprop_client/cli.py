@@ -5,6 +5,8 @@ download, datasets. `app/cli.py` adds them with `add_commands`.
     backprop watch JOB | status JOB | list [-q] | metrics JOB [--plot] | cancel JOB
     backprop download JOB [-o PATH]
     backprop datasets upload FILE [--target COL] | datasets list [--builtin]
+    backprop sweep submit sweep.yaml [--watch] | sweep watch|status|trials|cancel SWEEP
+    backprop sweep list [-q] | sweep download SWEEP [-o PATH]   (the best trial's model)
 
 The server and key come from --url/--api-key, else BACKPROP_URL/BACKPROP_API_KEY, else the
 files `backprop serve` writes in its data directory (--data-dir, BACKPROP_DATA_DIR or
@@ -176,6 +178,66 @@ def datasets_list(client: Client, args: argparse.Namespace, console: Console) ->
     _print_listing(datasets, datasets_table, args, console)
 
 
+def sweep_submit(client: Client, args: argparse.Namespace, console: Console) -> int:
+    sweep = client.submit_sweep(args.file, dataset=args.dataset, name=args.name)
+    if not args.watch:
+        print(sweep.id)  # only the id on stdout: SWEEP=$(backprop sweep submit sweep.yaml)
+        return 0
+    return _watch_sweep(client, sweep.id, console)
+
+
+def sweep_watch(client: Client, args: argparse.Namespace, console: Console) -> int:
+    return _watch_sweep(client, args.sweep, console)
+
+
+def _watch_sweep(client: Client, sweep_id: str, console: Console) -> int:
+    """A live table of the trials until the sweep ends: 0 if it succeeded, else 1."""
+    from backprop_client.watch import watch_sweep
+
+    try:
+        final = watch_sweep(client, sweep_id, console)
+    except KeyboardInterrupt:
+        print(f"\nstopped watching; the sweep goes on: backprop sweep watch {sweep_id}")
+        return 130
+    return 0 if final.status == "succeeded" else 1
+
+
+def sweep_status(client: Client, args: argparse.Namespace, console: Console) -> None:
+    from backprop_client.tables import sweep_table
+
+    sweep = client.sweep(args.sweep)
+    if args.json:
+        _print_json(sweep.raw)
+    else:
+        console.print(sweep_table(sweep))
+
+
+def sweep_trials(client: Client, args: argparse.Namespace, console: Console) -> None:
+    from backprop_client.tables import trials_table
+
+    trials = client.trials(args.sweep)
+    if args.json:
+        _print_json([trial.raw for trial in trials])
+    else:
+        console.print(trials_table(trials, client.sweep(args.sweep)))
+
+
+def sweep_list(client: Client, args: argparse.Namespace, console: Console) -> None:
+    from backprop_client.tables import sweeps_table
+
+    sweeps = client.sweeps(status=args.status, limit=args.limit)
+    _print_listing(sweeps, sweeps_table, args, console)
+
+
+def sweep_cancel(client: Client, args: argparse.Namespace, console: Console) -> None:
+    sweep = client.cancel_sweep(args.sweep)
+    console.print(f"sweep {sweep.name} ({sweep.id}): {sweep.status}")
+
+
+def sweep_download(client: Client, args: argparse.Namespace, console: Console) -> None:
+    print(client.download_best(args.sweep, args.output))
+
+
 def _print_listing(
     items: Sequence[Any], table: Callable[[Any], Any], args: argparse.Namespace, console: Console
 ) -> None:
@@ -248,5 +310,31 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("--task", choices=("classification", "regression"))
     sub = command(data_commands, "list", datasets_list, "list your datasets")
     sub.add_argument("--builtin", action="store_true", help="the built-in datasets instead")
+    json_flag(sub)
+    quiet_flag(sub)
+
+    sweep = commands.add_parser("sweep", help="hyperparameter sweeps: submit, watch, list")
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
+    sub = command(sweep_commands, "submit", sweep_submit, "start a sweep (JSON or YAML file)")
+    sub.add_argument("file", help="the sweep body: spec, parameters, method, metric…")
+    sub.add_argument("--dataset", help="a dataset id or builtin:<name> for the base spec")
+    sub.add_argument("--name", help="the sweep's name (default: the file's)")
+    sub.add_argument("--watch", action="store_true", help="a live table of trials until it ends")
+    for name, run, text in [
+        ("watch", sweep_watch, "a live table of a sweep's trials until it ends"),
+        ("status", sweep_status, "show a sweep"),
+        ("trials", sweep_trials, "a sweep's trials: values, status, metric"),
+        ("cancel", sweep_cancel, "cancel a sweep and its queued and running trials"),
+        ("download", sweep_download, "save the best trial's model (.safetensors)"),
+    ]:
+        sub = command(sweep_commands, name, run, text)
+        sub.add_argument("sweep", help="the sweep's id")
+        if name in ("status", "trials"):
+            json_flag(sub)
+        if name == "download":
+            sub.add_argument("-o", "--output", help="file or directory (default ./<job name>…)")
+    sub = command(sweep_commands, "list", sweep_list, "list sweeps, newest first")
+    sub.add_argument("--status", choices=("running", "succeeded", "cancelled"))
+    sub.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     json_flag(sub)
     quiet_flag(sub)

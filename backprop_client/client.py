@@ -24,14 +24,16 @@ import httpx
 from backprop_client.connection import resolve_connection
 from backprop_client.errors import BackpropError, raise_for_status
 from backprop_client.events import Event, JobEvents
-from backprop_client.models import Dataset, Job, Metrics, Prediction
+from backprop_client.models import Dataset, Job, Metrics, Prediction, Sweep, Trial
 from backprop_client.specs import SpecSource, load_spec
+from backprop_client.sweep_events import SweepEvents, sweep_ended
 
 JobRef = Job | str  # a job or its id
+SweepRef = Sweep | str  # a sweep or its id
 PAGE_SIZE = 200
 
 
-def _id(ref: Job | Dataset | str) -> str:
+def _id(ref: Job | Dataset | Sweep | str) -> str:
     return ref if isinstance(ref, str) else ref.id
 
 
@@ -228,6 +230,83 @@ class Client:
         rows = inputs.tolist() if hasattr(inputs, "tolist") else inputs
         response = self._request("POST", f"/v1/jobs/{_id(job)}/predict", json={"inputs": rows})
         return Prediction.from_json(response.json())
+
+    # Sweeps
+
+    def submit_sweep(
+        self,
+        sweep: SpecSource,
+        *,
+        dataset: Dataset | str | None = None,
+        name: str | None = None,
+    ) -> Sweep:
+        """Start a sweep: a dict, or the path of a JSON or YAML file (API.md, "Sweeps").
+        `dataset` replaces the base spec's, `name` the sweep's."""
+        body = load_spec(sweep)
+        if dataset is not None:
+            body.setdefault("spec", {})["dataset"] = _id(dataset)
+        if name is not None:
+            body["name"] = name
+        return Sweep.from_json(self._request("POST", "/v1/sweeps", json=body).json())
+
+    def sweep(self, sweep: SweepRef) -> Sweep:
+        return Sweep.from_json(self._request("GET", f"/v1/sweeps/{_id(sweep)}").json())
+
+    def sweeps(self, *, status: str | None = None, limit: int | None = None) -> list[Sweep]:
+        """Sweeps, newest first, optionally only those with this status."""
+        filters = {"status": status} if status is not None else {}
+        return [Sweep.from_json(item) for item in self._pages("/v1/sweeps", filters, limit)]
+
+    def trials(self, sweep: SweepRef) -> list[Trial]:
+        """The sweep's trials, by number."""
+        body = self._request("GET", f"/v1/sweeps/{_id(sweep)}/trials").json()
+        return [Trial.from_json(item) for item in body["data"]]
+
+    def cancel_sweep(self, sweep: SweepRef) -> Sweep:
+        """Stop the sweep: its queued trials at once, its running ones within 2 seconds."""
+        return Sweep.from_json(self._request("POST", f"/v1/sweeps/{_id(sweep)}/cancel").json())
+
+    def stream_sweep(
+        self, sweep: SweepRef, *, timeout: float | None = None, poll_interval: float = 1.0
+    ) -> Iterator[Event]:
+        """The sweep's new events until it ends: `trial` (a row of `trials()`, whenever one
+        is new or changed) and `sweep` (the whole sweep; the last one is terminal)."""
+        try:
+            yield from SweepEvents(
+                self.http, _id(sweep), poll_interval=poll_interval, timeout=timeout
+            )
+        except httpx.TransportError as error:
+            raise BackpropError.unreachable(self.url, error) from error
+
+    def wait_sweep(
+        self,
+        sweep: SweepRef,
+        callback: Callable[[Event], object] | None = None,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+    ) -> Sweep:
+        """Block until the sweep ends, calling `callback` with each event; the ended sweep."""
+        final: Sweep | None = None
+        for event in self.stream_sweep(sweep, timeout=timeout, poll_interval=poll_interval):
+            if callback is not None:
+                callback(event)
+            if sweep_ended(event):
+                final = Sweep.from_json(event.data)
+        return final if final is not None else self.sweep(sweep)
+
+    def best(self, sweep: SweepRef) -> Job | None:
+        """The job of the sweep's best finished trial so far (None before one finished)."""
+        found = self.sweep(sweep)
+        return None if found.best is None else self.job(found.best["job_id"])
+
+    def download_best(self, sweep: SweepRef, path: str | Path | None = None) -> Path:
+        """Save the best trial's model, as `download` does; `BackpropError` (404) when no
+        trial has finished yet."""
+        found = self.sweep(sweep)
+        if found.best is None:
+            raise BackpropError(404, f"sweep {found.id} has no finished trial yet")
+        return self.download(found.best["job_id"], path)
 
 
 def _save_atomically(response: httpx.Response, target: Path) -> None:

@@ -234,3 +234,82 @@ class Prediction:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Prediction:
         return cls(body["outputs"], body.get("classes"), body)
+
+
+class SweepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a sweep: its job, its sampled values and how it did."""
+
+    number: int
+    job_id: str
+    status: str
+    pruned: bool
+    params: dict[str, Any]
+    value: float | None
+    epochs: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Trial:
+        return cls(
+            number=int(body["number"]),
+            job_id=body["job_id"],
+            status=body["status"],
+            pruned=bool(body.get("pruned", False)),
+            params=dict(body.get("params") or {}),
+            value=body.get("value"),
+            epochs=int(body.get("epochs", 0)),
+            raw=body,
+        )
+
+    @property
+    def shown_status(self) -> str:
+        """The status as a person reads it: a pruned trial is `pruned`, not `succeeded`."""
+        return "pruned" if self.pruned else self.status
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A hyperparameter search (API.md, "Sweep body")."""
+
+    id: str
+    name: str
+    status: str
+    trials: dict[str, int]  # total, queued, running, succeeded, pruned, failed, cancelled
+    best: dict[str, Any] | None  # job_id, number, value, params
+    epochs_used: int
+    metric: dict[str, str]  # name, goal
+    method: str
+    max_trials: int
+    max_concurrent: int
+    created_at: str
+    finished_at: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != SweepStatus.RUNNING
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Sweep:
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body["status"],
+            trials=dict(body.get("trials") or {}),
+            best=body.get("best"),
+            epochs_used=int(body.get("epochs_used", 0)),
+            metric=dict(body.get("metric") or {}),
+            method=body.get("method", ""),
+            max_trials=int(body.get("max_trials", 0)),
+            max_concurrent=int(body.get("max_concurrent", 0)),
+            created_at=body.get("created_at", ""),
+            finished_at=body.get("finished_at"),
+            raw=body,
+        )

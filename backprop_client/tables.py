@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from backprop_client.models import Dataset, Job, Metrics
+from backprop_client.models import Dataset, Job, Metrics, Sweep, Trial
 
 # Per-step or diagnostic series, left out of `backprop metrics` tables unless asked for.
 TABLE_HIDDEN_SERIES = (
@@ -139,3 +139,75 @@ def summary_lines(job: Job) -> list[str]:
         if value is not None:
             lines.append(f"  {key:<20} {number(value)}")
     return lines
+
+
+def sweeps_table(sweeps: Iterable[Sweep]) -> Table:
+    table = _table("id", "name", "status", "trials", "best")
+    for sweep in sweeps:
+        table.add_row(sweep.id, sweep.name, sweep.status, trials_done(sweep), best_value(sweep))
+    return table
+
+
+def trials_done(sweep: Sweep) -> str:
+    counts = sweep.trials
+    ended = sum(counts.get(k, 0) for k in ("succeeded", "pruned", "failed", "cancelled"))
+    return f"{ended}/{sweep.max_trials}"
+
+
+def best_value(sweep: Sweep) -> str:
+    if sweep.best is None:
+        return ""
+    return f"{number(sweep.best['value'])} (trial {sweep.best['number']})"
+
+
+def sweep_table(sweep: Sweep) -> Table:
+    """One sweep, a row per field: status, budget, counts, the best trial."""
+    table = _table("field", "value")
+    table.show_header = False
+    counts = sweep.trials
+    shown = ", ".join(f"{counts[k]} {k}" for k in counts if k != "total" and counts[k])
+    metric = f"{sweep.metric.get('name')} ({sweep.metric.get('goal')})"
+    best = sweep.best
+    rows: list[tuple[str, Any]] = [
+        ("id", sweep.id),
+        ("name", sweep.name),
+        ("status", sweep.status),
+        ("method", sweep.method),
+        ("metric", metric),
+        ("trials", f"{trials_done(sweep)} ended; {shown or 'none yet'}"),
+        ("concurrent", sweep.max_concurrent),
+        ("epochs used", sweep.epochs_used),
+        ("best", best_value(sweep) or None),
+        ("best job", best["job_id"] if best else None),
+        ("best params", _params(best["params"]) if best else None),
+        ("created", sweep.created_at),
+        ("finished", sweep.finished_at),
+    ]
+    for field, value in rows:
+        if value is not None:
+            table.add_row(field, str(value))
+    return table
+
+
+def trials_table(trials: Iterable[Trial], sweep: Sweep | None = None) -> Table:
+    """A row per trial: its values by parameter, status, metric value and epochs."""
+    trials = list(trials)
+    paths = list(dict.fromkeys(path for trial in trials for path in trial.params))
+    metric = sweep.metric.get("name", "value") if sweep else "value"
+    table = _table("#", "status", *paths, metric, "epochs", "job")
+    best = sweep.best["number"] if sweep and sweep.best else None
+    for trial in trials:
+        mark = " *" if trial.number == best else ""
+        table.add_row(
+            f"{trial.number}{mark}",
+            trial.shown_status,
+            *(number(trial.params.get(path)) for path in paths),
+            number(trial.value),
+            str(trial.epochs),
+            trial.job_id,
+        )
+    return table
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{path}={number(value)}" for path, value in params.items())

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from backprop_client.client import Client
 from backprop_client.events import Event
-from backprop_client.models import Job, JobStatus
+from backprop_client.models import Job, JobStatus, Sweep, Trial
 from backprop_client.tables import duration, number, summary_lines
 
 
@@ -110,3 +110,47 @@ def _watch_with_lines(client: Client, latest: _Latest, console: Console) -> None
             shown_epoch = latest.epoch[0]
             parts = (latest.epoch_text(), latest.shown_metrics(), latest.eta_text())
             console.print("  ".join(part for part in parts if part), highlight=False)
+
+
+def watch_sweep(client: Client, sweep_id: str, console: Console) -> Sweep:
+    """The trials table, live in a terminal; elsewhere a line per trial as it changes.
+    Returns the ended sweep."""
+    from rich.live import Live
+
+    from backprop_client.sweep_events import sweep_ended
+    from backprop_client.tables import best_value, sweep_table, trials_done, trials_table
+
+    sweep = client.sweep(sweep_id)
+    trials: dict[int, Trial] = {}
+
+    def view() -> Any:
+        return trials_table(sorted(trials.values(), key=lambda t: t.number), sweep)
+
+    def update(event: Event) -> Trial | None:
+        nonlocal sweep
+        if event.event == "sweep":
+            sweep = Sweep.from_json(event.data)
+            return None
+        trial = Trial.from_json(event.data)
+        trials[trial.number] = trial
+        return trial
+
+    if console.is_terminal:
+        with Live(view(), console=console, refresh_per_second=4) as live:
+            for event in client.stream_sweep(sweep_id):
+                update(event)
+                live.update(view())
+    else:
+        for event in client.stream_sweep(sweep_id):
+            trial = update(event)
+            if trial is not None:
+                value = f" {sweep.metric.get('name')} {number(trial.value)}" if trial.value else ""
+                print(f"trial {trial.number} {trial.shown_status}{value}", flush=True)
+            elif sweep_ended(event):
+                break
+    console.print(sweep_table(sweep))
+    print(
+        f"sweep {sweep.name} ({sweep.id}) {sweep.status}: {trials_done(sweep)} trials, "
+        f"best {best_value(sweep) or 'none'}"
+    )
+    return sweep
