@@ -61,3 +61,14 @@ def test_the_python_section_runs_as_written(data_dir: Path, tmp_path: Path) -> N
     assert re.search(r"^epoch \d+ eta ", done.stdout, re.MULTILINE), transcript
     assert done.stdout.rstrip().endswith("['setosa']"), transcript
     assert (home / "iris-python.safetensors").stat().st_size > 0
+
+
+def test_the_sweep_section_runs_as_written(data_dir: Path, tmp_path: Path) -> None:
+    blocks = sh_blocks(section(README.read_text(), "Search hyperparameters"))
+    assert len(blocks) == 1, blocks
+    home, done, transcript = run_in_checkout(
+        ["bash", "-e", "-o", "pipefail", "-c", blocks[0]], data_dir, tmp_path
+    )
+    assert re.search(r"^sweep iris-sweep \(.{36}\) succeeded: 8/8 trials, best ", done.stdout, re.M)
+    assert "optimizer.learning_rate" in done.stdout, transcript
+    assert list(home.glob("iris-sweep-*.safetensors")), transcript

@@ -116,6 +116,16 @@ class JobStore:
             row = connection.execute(select(Job.__table__).where(Job.id == job_id)).one()
         return dict(row._mapping)
 
+    def trials(self, sweep_id: str) -> list[tuple[int, str]]:
+        """(trial number, status) of a sweep's trial jobs, by number."""
+        query = (
+            select(Job.trial_number, Job.status)
+            .where(Job.sweep_id == sweep_id)
+            .order_by(Job.trial_number)
+        )
+        with self.engine.connect() as connection:
+            return [(int(number), str(status)) for number, status in connection.execute(query)]
+
     def metric_counts(self, job_id: str) -> tuple[int, int]:
         """(rows, distinct (name, step) pairs) of the job's metrics."""
         mine = Metric.job_id == job_id

@@ -77,17 +77,33 @@ class ServerDeployment:
             timeout=120,
         )
         assert migrate.returncode == 0, f"backprop migrate failed:\n{migrate.stderr}"
-        port = free_port()
-        self.api = processes.start(
-            "api",
-            backprop_command("api", "--host", "127.0.0.1", "--port", str(port)),
-            env=self.env,
-            cwd=self.cwd,
-        )
+        self.port = free_port()
+        self.apis: list[ManagedProcess] = []
+        self._start_api()
         self.workers: list[ManagedProcess] = []
         self.start_worker()
-        self.client = BackpropClient(f"http://127.0.0.1:{port}", API_KEY)
+        self.client = BackpropClient(f"http://127.0.0.1:{self.port}", API_KEY)
         self.store = JobStore(database_url)
+        wait_until(self.client.ready, START_SECONDS, what="/readyz", watch=[self.api])
+
+    @property
+    def api(self) -> ManagedProcess:
+        return self.apis[-1]
+
+    def _start_api(self) -> None:
+        self.apis.append(
+            self.processes.start(
+                f"api-{len(self.apis) + 1}",
+                backprop_command("api", "--host", "127.0.0.1", "--port", str(self.port)),
+                env=self.env,
+                cwd=self.cwd,
+            )
+        )
+
+    def restart_api(self) -> None:
+        """SIGKILL the API (its reconciler with it) and start a new one on the same port."""
+        self.api.kill_group()
+        self._start_api()
         wait_until(self.client.ready, START_SECONDS, what="/readyz", watch=[self.api])
 
     @property
