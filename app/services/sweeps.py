@@ -3,6 +3,7 @@ trials, cancel. The controller (`app.domain.sweeps.controller`) does the rest.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,7 +35,8 @@ from app.schemas.sweeps import (
     TrialPublic,
     TrialsPublic,
 )
-from app.services.job_checks import check_datasets, check_model_fits
+from app.services.job_checks import check_datasets, check_init_from, check_model_fits
+from app.services.jobs import find_job
 from core.errors import ErrorItem, SpecError
 from core.spec import JobSpec, monitorable_metrics, parse_spec
 
@@ -56,7 +58,7 @@ def submit_sweep(
 ) -> SweepPublic:
     """Validate the sweep body whole (SpecError with `loc`s into it: 422), store the sweep
     and make its first `max_concurrent` trials."""
-    definition = validate_sweep(session, tenant_id, body)
+    definition = validate_sweep(session, settings, tenant_id, body)
     sweep_id = new_id()
     name = definition.name or f"sweep-{sweep_id[:8]}"
     sweep = Sweep(
@@ -75,7 +77,9 @@ def submit_sweep(
     return sweep_public(session, sweep)
 
 
-def validate_sweep(session: Session, tenant_id: str, body: Any) -> SweepDefinition:
+def validate_sweep(
+    session: Session, settings: Settings, tenant_id: str, body: Any
+) -> SweepDefinition:
     """The sweep body as a definition with its base spec's defaults filled in.
 
     Checked before anything is stored: the body's schema; the base spec as a job would be
@@ -92,10 +96,11 @@ def validate_sweep(session: Session, tenant_id: str, body: Any) -> SweepDefiniti
                 for e in exc.errors()
             ]
         ) from None
-    base = _checked_spec(session, tenant_id, definition.spec, ("spec",))
+    check = SpecCheck(session, settings, tenant_id)
+    base = check(definition.spec, ("spec",))
     filled = base.model_dump(mode="json")
     problems = [
-        *_parameter_problems(session, tenant_id, definition, filled),
+        *_parameter_problems(check, definition, filled),
         *_metric_problems(definition, base),
     ]
     if problems:
@@ -103,18 +108,31 @@ def validate_sweep(session: Session, tenant_id: str, body: Any) -> SweepDefiniti
     return definition.model_copy(update={"spec": filled})
 
 
-def _checked_spec(session: Session, tenant_id: str, data: Any, loc: tuple[str, ...]) -> JobSpec:
-    """`data` checked as `POST /v1/jobs` checks a spec, errors under `loc`."""
-    try:
-        spec = parse_spec(data)
-        check_model_fits(spec, check_datasets(session, tenant_id, spec))
-    except SpecError as exc:
-        raise SpecError([ErrorItem((*loc, *e.loc), e.msg, e.type) for e in exc.errors]) from None
-    return spec
+@dataclass(frozen=True)
+class SpecCheck:
+    """A spec checked as `POST /v1/jobs` checks one (schema, datasets, the model's shapes,
+    `init_from`), for this tenant; errors under `loc`."""
+
+    session: Session
+    settings: Settings
+    tenant_id: str
+
+    def __call__(self, data: Any, loc: tuple[str, ...] = ()) -> JobSpec:
+        try:
+            spec = parse_spec(data)
+            info = check_datasets(self.session, self.tenant_id, spec)
+            check_model_fits(spec, info)
+            if spec.init_from is not None:
+                source = find_job(self.session, self.tenant_id, spec.init_from.job)
+                check_init_from(self.settings, spec, info, source)
+        except SpecError as exc:
+            items = [ErrorItem((*loc, *e.loc), e.msg, e.type) for e in exc.errors]
+            raise SpecError(items) from None
+        return spec
 
 
 def _parameter_problems(
-    session: Session, tenant_id: str, definition: SweepDefinition, filled: dict[str, Any]
+    check: SpecCheck, definition: SweepDefinition, filled: dict[str, Any]
 ) -> list[ErrorItem]:
     problems = []
     for name, parameter in definition.parameters.items():
@@ -127,7 +145,7 @@ def _parameter_problems(
             continue
         for value in extremes(parameter):
             try:
-                _checked_spec(session, tenant_id, with_values(filled, {path: value}), ())
+                check(with_values(filled, {path: value}))
             except SpecError as exc:
                 where = "; ".join(
                     f"{'.'.join(map(str, e.loc)) or 'spec'}: {e.msg}" for e in exc.errors

@@ -217,6 +217,28 @@ def test_a_grid_sweep_tries_each_point_once(
             ["body", "early_termination", "min_epochs"],
             "must be below the spec's training.epochs (6)",
         ),
+        (
+            {"spec": {**iris_spec(), "init_from": {"job": "5f0c6a1e-4d43-4a8e-9a53-2f6f0e8f1c2d"}}},
+            ["body", "spec", "init_from", "job"],
+            "no job",
+        ),
+        (
+            {"parameters": {"dataset": {"values": ["builtin:iris", "someone-elses-dataset"]}}},
+            ["body", "parameters", "dataset"],
+            "the value 'someone-elses-dataset' makes an invalid spec: dataset: no dataset",
+        ),
+        (
+            {
+                "method": "grid",
+                "max_trials": None,
+                "parameters": {
+                    "training.seed": {"values": list(range(200))},
+                    "model.layers[0].units": {"values": list(range(1, 101))},
+                },
+            },
+            ["body"],
+            "the grid has 20000 points; at most 10000",
+        ),
         ({"max_concurrent": 0}, ["body", "max_concurrent"], "greater than 0"),
         ({"method": "bayes"}, ["body", "method"], "'grid', 'random' or 'tpe'"),
     ],

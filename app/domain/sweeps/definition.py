@@ -19,6 +19,8 @@ from core.spec.base import PositiveInt, StrictModel
 
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 100
+# Each categorical value is checked as a spec at submission: this bounds that work.
+MAX_VALUES = 1_000
 
 Path = tuple[str | int, ...]
 
@@ -138,6 +140,12 @@ class SweepDefinition(StrictModel):
 
     @model_validator(mode="after")
     def _budget(self) -> SweepDefinition:
+        values = sum(len(p.values) for p in self.parameters.values() if isinstance(p, Values))
+        if values > MAX_VALUES:
+            raise ValueError(
+                f"the parameters list {values} categorical values in all; at most "
+                f"{MAX_VALUES} (use a distribution for a numeric range)"
+            )
         if self.method == "grid":
             continuous = [p for p, v in self.parameters.items() if not isinstance(v, Values)]
             if continuous:
@@ -146,6 +154,11 @@ class SweepDefinition(StrictModel):
                     f"{', '.join(continuous)} has a distribution (use method 'random' or 'tpe')"
                 )
             points = self.grid_size()
+            if points > MAX_TRIALS:
+                raise ValueError(
+                    f"the grid has {points} points; at most {MAX_TRIALS} (fewer values, or "
+                    "method 'random' over the same values)"
+                )
             if self.max_trials is None:
                 self.max_trials = points
             elif self.max_trials > points:
