@@ -27,37 +27,33 @@ Path = tuple[str | int, ...]
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
 
-class Uniform(StrictModel):
-    distribution: Literal["uniform"]
+class _Range(StrictModel):
+    """A distribution over [min, max]; the subclasses give the bounds their types."""
+
     min: float
     max: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        _check_range(self.min, self.max)
+    def _ordered(self) -> _Range:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         return self
 
 
-class LogUniform(StrictModel):
+class Uniform(_Range):
+    distribution: Literal["uniform"]
+
+
+class LogUniform(_Range):
     distribution: Literal["log_uniform"]
     min: Annotated[float, Field(gt=0)]
     max: Annotated[float, Field(gt=0)]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> LogUniform:
-        _check_range(self.min, self.max)
-        return self
 
-
-class IntUniform(StrictModel):
+class IntUniform(_Range):
     distribution: Literal["int_uniform"]
     min: int
     max: int
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntUniform:
-        _check_range(self.min, self.max)
-        return self
 
 
 class Normal(StrictModel):
@@ -180,11 +176,6 @@ class SweepDefinition(StrictModel):
     def trials_budget(self) -> int:
         assert self.max_trials is not None  # set for grid, required otherwise
         return self.max_trials
-
-
-def _check_range(low: float, high: float) -> None:
-    if not low < high:
-        raise ValueError(f"min ({low}) must be below max ({high})")
 
 
 def parse_path(text: str) -> Path:
