@@ -1,6 +1,7 @@
 "use strict";
 // The dashboard's API client: the key (asked once, kept in localStorage and sent as
-// `Authorization: Bearer`), JSON requests, the API's error bodies, and the job events stream.
+// `Authorization: Bearer`), JSON requests, the API's error bodies, and the job and sweep
+// events streams.
 
 const KEY_STORAGE = "backprop.apiKey";
 
@@ -69,6 +70,10 @@ function jobPath(jobId, suffix = "") {
   return `/v1/jobs/${encodeURIComponent(jobId)}${suffix}`;
 }
 
+function sweepPath(sweepId, suffix = "") {
+  return `/v1/sweeps/${encodeURIComponent(sweepId)}${suffix}`;
+}
+
 /** Server-sent events from a fetch() body: yields {id, event, data} per event; comment
  *  lines (keep-alives) are skipped. EventSource would do this, but cannot send the key. */
 async function* serverSentEvents(body) {
@@ -104,25 +109,26 @@ async function* serverSentEvents(body) {
 
 const RECONNECT_MS = { first: 1000, max: 15000 };
 
-/** Follows GET /v1/jobs/{id}/events: calls onEvent(type, data) for each event, and
- *  onConnection(state) with "open" | "retrying". Reconnects with Last-Event-ID when the
- *  stream drops; returns after the event carrying a terminal status (the server then
- *  closes the stream) or when `signal` aborts. A 4xx answer (401, 404) is thrown. */
-async function followJobEvents(jobId, { onEvent, onConnection = () => {}, signal }) {
+/** Follows an events stream: calls onEvent(type, data) for each event, and
+ *  onConnection(state) with "open" | "retrying". Reconnects (with Last-Event-ID when the
+ *  stream sends ids) when it drops; returns after the event for which isLast(type, data)
+ *  holds (the server then closes the stream) or when `signal` aborts. A 4xx answer (401,
+ *  404) is thrown. */
+async function followEvents(path, { isLast, onEvent, onConnection = () => {}, signal }) {
   let lastEventId = null;
   let delay = RECONNECT_MS.first;
   while (!signal.aborted) {
     try {
       const headers = { Accept: "text/event-stream" };
       if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
-      const response = await request(jobPath(jobId, "/events"), { headers, signal });
+      const response = await request(path, { headers, signal });
       onConnection("open");
       for await (const { id, event, data } of serverSentEvents(response.body)) {
         if (id !== null) lastEventId = id;
         const payload = JSON.parse(data);
         onEvent(event, payload);
         delay = RECONNECT_MS.first;
-        if (event === "status" && TERMINAL_STATUSES.includes(payload.status)) return;
+        if (isLast(event, payload)) return;
       }
     } catch (error) {
       if (signal.aborted) return;
@@ -132,6 +138,19 @@ async function followJobEvents(jobId, { onEvent, onConnection = () => {}, signal
     await sleep(delay, signal);
     delay = Math.min(delay * 2, RECONNECT_MS.max);
   }
+}
+
+/** GET /v1/jobs/{id}/events (status, progress, metrics), until a terminal status. */
+function followJobEvents(jobId, handlers) {
+  const isLast = (event, data) => event === "status" && TERMINAL_STATUSES.includes(data.status);
+  return followEvents(jobPath(jobId, "/events"), { ...handlers, isLast });
+}
+
+/** GET /v1/sweeps/{id}/events (the whole sweep, and each new or changed trial row), until
+ *  the sweep has ended. Without event ids, a reconnect gets every row again. */
+function followSweepEvents(sweepId, handlers) {
+  const isLast = (event, data) => event === "sweep" && data.status !== "running";
+  return followEvents(sweepPath(sweepId, "/events"), { ...handlers, isLast });
 }
 
 function sleep(ms, signal) {

@@ -4,6 +4,8 @@
 const ROUTES = [
   { pattern: /^#\/jobs\/([^/]+)$/, nav: "jobs", view: jobView },
   { pattern: /^#\/jobs$/, nav: "jobs", view: jobsView },
+  { pattern: /^#\/sweeps\/([^/]+)$/, nav: "sweeps", view: sweepView },
+  { pattern: /^#\/sweeps$/, nav: "sweeps", view: sweepsView },
   { pattern: /^#\/submit$/, nav: "submit", view: submitView },
   { pattern: /^#\/datasets$/, nav: "datasets", view: datasetsView },
 ];

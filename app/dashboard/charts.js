@@ -28,6 +28,23 @@ function seriesStyle(name) {
 
 const CHART_HEIGHT = 240;
 
+/** A uPlot drawn in `area` (CHART_HEIGHT high) that keeps to the area's width; it stops
+ *  following the width once destroyed. */
+function responsivePlot(options, data, area) {
+  const observer = new ResizeObserver(() => {
+    const width = area.clientWidth;
+    if (width > 0 && width !== plot.width) plot.setSize({ width, height: CHART_HEIGHT });
+  });
+  const plot = new uPlot({
+    width: area.clientWidth || 600,
+    height: CHART_HEIGHT,
+    ...options,
+    hooks: { destroy: [() => observer.disconnect()] },
+  }, data, area);
+  observer.observe(area);
+  return plot;
+}
+
 class CurveChart {
   constructor(group) {
     this.group = group;
@@ -83,21 +100,11 @@ class CurveChart {
       this.plot.setData(data);
       return;
     }
-    this.plot = new uPlot(this.options(), data, this.plotArea);
-    new ResizeObserver(() => this.fitWidth()).observe(this.plotArea);
-  }
-
-  fitWidth() {
-    const width = this.plotArea.clientWidth;
-    if (this.plot && width > 0 && width !== this.plot.width) {
-      this.plot.setSize({ width, height: CHART_HEIGHT });
-    }
+    this.plot = responsivePlot(this.options(), data, this.plotArea);
   }
 
   options() {
     return {
-      width: this.plotArea.clientWidth || 600,
-      height: CHART_HEIGHT,
       scales: { x: { time: false } },
       axes: [{ label: "step" }, { size: 60 }],
       legend: { live: true },

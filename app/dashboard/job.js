@@ -118,6 +118,13 @@ class JobPage {
       ["finished", formatTime(job.finished_at)],
       ["timings", timingsText(job.timings)],
     ];
+    if (job.sweep_id && job.trial) {
+      const params = Object.entries(job.trial.params)
+        .map(([path, value]) => `${path} = ${typeof value === "number" ? formatNumber(value) : JSON.stringify(value)}`)
+        .join(", ");
+      const link = h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}` }, `trial #${job.trial.number}`);
+      rows.unshift(["sweep", h("span", {}, link, ` (${params})`)]);
+    }
     fill(this.details, rows.map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, value))));
   }
 

@@ -3,7 +3,7 @@
 // page with its upload form. Each view is `(main, {params, signal})`; `signal` aborts when
 // the user leaves the page.
 
-const JOB_LIST_REFRESH_MS = 2000;
+const LIST_REFRESH_MS = 2000;
 
 // The submit form's starting point: a small network that trains in seconds on the
 // built-in digits (validation split, so the charts get val_ curves too).
@@ -44,6 +44,7 @@ async function jobsView(main, { signal }) {
   while (!signal.aborted) {
     try {
       const page = await getJson("/v1/jobs?limit=100", { signal });
+      await learnSweepNames(page.data, signal);
       fill(rows, page.data.map(jobRow));
       fill(message, page.data.length ? null : h("p", { class: "empty" },
         "No jobs yet. ", h("a", { href: "#/submit" }, "Submit one"), "."));
@@ -51,19 +52,43 @@ async function jobsView(main, { signal }) {
       if (signal.aborted) return;
       fill(message, errorBox(error));
     }
-    await sleep(JOB_LIST_REFRESH_MS, signal);
+    await sleep(LIST_REFRESH_MS, signal);
   }
 }
 
 function jobRow(job) {
   return h("tr", { "data-job-id": job.id },
-    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.name)),
+    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.name), trialOf(job)),
     h("td", {}, statusBadge(job.status)),
     h("td", { class: "progress-cell" }, progressBar(job.progress), h("small", {}, epochText(job.progress))),
     h("td", {}, job.queue_position ?? "—"),
     h("td", {}, job.dataset),
     h("td", {}, formatTime(job.created_at)),
     h("td", {}, resultText(job)));
+}
+
+const sweepNames = new Map(); // sweep id → its name (null when it could not be read)
+
+/** Look up the names of the sweeps that `jobs` are trials of, once per sweep. */
+async function learnSweepNames(jobs, signal) {
+  const unknown = new Set(jobs.map((job) => job.sweep_id).filter((id) => id && !sweepNames.has(id)));
+  await Promise.all([...unknown].map(async (id) => {
+    try {
+      sweepNames.set(id, (await getJson(sweepPath(id), { signal })).name);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      sweepNames.set(id, null);
+    }
+  }));
+}
+
+/** "digits-lr #3", linking to the sweep, under the name of a trial's job. */
+function trialOf(job) {
+  if (!job.sweep_id || !job.trial) return null;
+  const name = sweepNames.get(job.sweep_id) || "sweep";
+  return h("small", { class: "trial-of" },
+    h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}`, "data-sweep-id": job.sweep_id },
+      `${name} #${job.trial.number}`));
 }
 
 const RESULT_METRICS = ["val_accuracy", "accuracy", "val_loss", "loss"];

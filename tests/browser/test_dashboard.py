@@ -1,7 +1,7 @@
 """The dashboard end to end, in headless Chromium against a live `backprop serve`: enter the
 key, submit a job in the page, watch its loss curve grow while it runs (fed by the events
-stream), download its model, cancel another job, upload a dataset, and keep a screenshot of
-the job page as an artifact."""
+stream), download its model, cancel another job, upload a dataset, follow a sweep to its
+end, and keep screenshots of the job and sweep pages as artifacts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import REPO_ROOT, Dashboard
 from tests.integration.client import TERMINAL
 from tests.servers import wait_until
-from tests.specs import LONG_DIGITS_MLP, XOR
+from tests.specs import LONG_DIGITS_MLP, XOR, mlp
 
 # A few seconds of training on two busy cores, so the page sees the curve grow: the long
 # digits MLP's many small batches, for fewer epochs, with validation for the val_ curves
@@ -34,6 +34,32 @@ pytestmark = pytest.mark.xdist_group("dashboard")
 
 JOB_URL = re.compile(r"#/jobs/([0-9a-f-]{36})$")
 JOB_SECONDS = 120  # compile + train, with the rest of the suite on the same cores
+
+# Four short trials on iris, two at a time, the learning rate drawn on a log scale and
+# ASHA judging val_loss after the first epoch (whether it prunes one depends on the draws).
+SWEEP: dict[str, Any] = {
+    "name": "iris-lr",
+    "spec": mlp(
+        "builtin:iris",
+        [16, 3],
+        validation={"split": 0.2},
+        metrics=["accuracy"],
+        optimizer={"type": "adam", "learning_rate": 0.01},
+        training={"epochs": 4, "batch_size": 16, "seed": 0},
+        device="cpu",
+    ),
+    "parameters": {
+        "optimizer.learning_rate": {"distribution": "log_uniform", "min": 0.0001, "max": 0.3},
+        "model.layers[0].units": {"values": [4, 16, 64]},
+    },
+    "method": "random",
+    "metric": {"name": "val_loss", "goal": "minimize"},
+    "max_trials": 4,
+    "max_concurrent": 2,
+    "early_termination": {"type": "asha", "min_epochs": 1},
+    "seed": 0,
+}
+SWEEP_SECONDS = 300  # four trials one after another on the embedded worker
 
 
 def test_submit_a_job_in_the_page_and_watch_it_train(dashboard: Dashboard) -> None:
@@ -187,4 +213,85 @@ def test_text_from_users_stays_text_and_unknown_jobs_answer_404(dashboard: Dashb
 
     page.goto(f"{dashboard.url}/#/jobs/{uuid.uuid4()}")
     expect(page.locator("main .error")).to_contain_text("no job with id")
+    assert dashboard.problems == []
+
+
+def test_a_sweep_page_follows_the_sweep_to_its_end(dashboard: Dashboard) -> None:
+    http = dashboard.server.client.http
+    created = http.post("/v1/sweeps", json=SWEEP)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    first_trial = http.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"][0]
+    page = dashboard.page
+    dashboard.open()
+    # A trial's job in the jobs list links to its sweep.
+    trial_link = page.locator(f"tr[data-job-id='{first_trial['job_id']}'] .trial-of a")
+    expect(trial_link).to_have_text("iris-lr #0")
+    trial_link.click()
+    expect(page.locator("[data-nav=sweeps]")).to_have_class("active")
+
+    # Sample the page until the sweep ends: rows must appear while it runs.
+    article = page.locator("article.sweep")
+    rows = page.locator("table.trials tbody tr")
+    samples: list[tuple[str | None, int]] = []
+
+    def finished() -> bool:
+        status = article.get_attribute("data-status")
+        samples.append((status, rows.count()))
+        return status not in (None, "running")
+
+    wait_until(finished, SWEEP_SECONDS, what="the sweep page to show an ended sweep", interval=0.5)
+    assert samples[-1][0] == "succeeded", samples[-1]
+    assert any(status == "running" and count for status, count in samples), samples
+    expect(page.locator("article.sweep .title [data-status]")).to_have_text("succeeded")
+    expect(page.locator("[data-action=cancel]")).to_be_hidden()
+
+    trials = http.get(f"/v1/sweeps/{sweep_id}/trials").json()["data"]
+    best = http.get(f"/v1/sweeps/{sweep_id}").json()["best"]
+    expect(rows).to_have_count(4)
+    for trial in trials:
+        row = page.locator(f"table.trials tr[data-trial='{trial['number']}']")
+        shown = "pruned" if trial["pruned"] else trial["status"]
+        expect(row.locator("[data-status]")).to_have_text(shown)
+    expect(page.locator("[data-best]")).to_have_attribute("href", f"#/jobs/{best['job_id']}")
+
+    # Sorting by the metric's value, then the other way round (ties by trial number).
+    def shown_order() -> list[int]:
+        return [int(n) for n in rows.evaluate_all("rows => rows.map(r => r.dataset.trial)")]
+
+    assert shown_order() == [0, 1, 2, 3]
+    ascending = [t["number"] for t in sorted(trials, key=lambda t: (t["value"], t["number"]))]
+    descending = [t["number"] for t in sorted(trials, key=lambda t: (-t["value"], t["number"]))]
+    assert ascending != descending
+    page.click("th[data-sort=value] button")
+    expect(page.locator("th[data-sort=value]")).to_have_attribute("aria-sort", "ascending")
+    assert shown_order() == ascending
+    page.click("th[data-sort=value] button")
+    expect(page.locator("th[data-sort=value]")).to_have_attribute("aria-sort", "descending")
+    assert shown_order() == descending
+
+    # The charts: every trial's value and the best so far; each trial against each
+    # parameter; every val_loss point of every trial's curve.
+    curves = [
+        http.get(f"/v1/jobs/{trial['job_id']}/metrics", params={"name": "val_loss"}).json()
+        for trial in trials
+    ]
+    curve_points = sum(len(series["step"]) for curve in curves for series in curve["series"])
+    expect(page.locator("[data-chart=best]")).to_have_attribute("data-points", "8")
+    for path in SWEEP["parameters"]:
+        expect(page.locator(f"[data-chart='param:{path}']")).to_have_attribute("data-points", "4")
+    expect(page.locator("[data-chart=curves]")).to_have_attribute("data-points", str(curve_points))
+    expect(page.locator("article.sweep canvas")).to_have_count(4)
+
+    page.mouse.move(0, 0)  # no hover legend on the screenshot
+    dashboard.screenshot("dashboard-sweep.png", full_page=True)
+
+    page.click("[data-nav=sweeps]")
+    listed = page.locator(f"tr[data-sweep-id='{sweep_id}']")
+    expect(listed).to_contain_text("4 of 4 done")
+    expect(listed.locator("[data-status]")).to_have_text("succeeded")
+    dashboard.screenshot("dashboard-sweeps.png")
+
+    page.goto(f"{dashboard.url}/#/sweeps/{uuid.uuid4()}")
+    expect(page.locator("main .error")).to_contain_text("no sweep with id")
     assert dashboard.problems == []
