@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(1 << 30, description="uploads are cut off beyond this")
+    max_parameters: int = Field(
+        100_000_000, ge=1, description="a job's model may have at most this many parameters"
+    )
+    max_epochs: int = Field(
+        100_000, ge=1, le=100_000, description="a job may train at most this many epochs"
+    )
     lease_seconds: float = Field(30.0, description="a running job's lease; renewed by heartbeats")
     heartbeat_seconds: float = Field(5.0, description="how often a running job renews its lease")
     max_attempts: int = Field(3, description="attempts before a job whose worker died fails")

@@ -7,9 +7,10 @@ tensor API.md exports as `dense_1.kernel`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -97,19 +98,21 @@ class Model:
 
 
 def _topological(nodes: dict[str, Node], output: str) -> list[Node]:
-    """Nodes the output depends on, inputs first (cycles were rejected by parse_spec)."""
+    """Nodes the output depends on, inputs first (cycles were rejected by parse_spec).
+
+    A depth-first walk with its own stack: a chain of a thousand layers is as deep as
+    Python's recursion limit."""
     order: list[Node] = []
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name == GRAPH_INPUT or name in seen:
-            return
-        seen.add(name)
-        for source in nodes[name].inputs:
-            visit(source)
-        order.append(nodes[name])
-
-    visit(output)
+    seen: set[str] = {GRAPH_INPUT}
+    stack: list[tuple[str, bool]] = [(output, False)]
+    while stack:
+        name, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(nodes[name])
+        elif name not in seen:
+            seen.add(name)
+            stack.append((name, True))
+            stack.extend((source, False) for source in reversed(nodes[name].inputs))
     return order
 
 
@@ -124,8 +127,18 @@ def _apply_shape(
     return tuple(jax.eval_shape(output, params, state, batch, ABSTRACT_KEY).shape[1:])
 
 
-def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
-    """Trace the model abstractly against the dataset; returns the per-example output shape.
+class ModelShape(NamedTuple):
+    output: Shape  # per example
+    parameters: dict[str, int]  # trainable values per layer, in graph order
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(self.parameters.values())
+
+
+def check_shapes(spec: JobSpec, info: DatasetInfo) -> ModelShape:
+    """Trace the model abstractly against the dataset: the per-example output shape and
+    each layer's parameter count (nothing is allocated, however large the model).
 
     Raises:
       SpecError: whose loc names the first layer (or node) that cannot take its input, and
@@ -133,6 +146,7 @@ def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
     """
     model = Model(spec.model)
     shapes: dict[str, Shape] = {GRAPH_INPUT: tuple(info.input_shape)}
+    parameters: dict[str, int] = {}
     for node in model.nodes:
         layer = node.layer
         in_shapes = [shapes[s] for s in node.inputs]
@@ -141,6 +155,7 @@ def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
             p, s = jax.eval_shape(
                 lambda k, layer=layer, i=in_shapes: layer.init(k, i), ABSTRACT_KEY
             )
+            parameters[layer.name] = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p))
             shapes[layer.name] = _apply_shape(layer, p, s, in_shapes)
         except (ShapeMismatch, TypeError, ValueError) as exc:
             got = ", ".join(str(list(s)) for s in in_shapes)
@@ -152,4 +167,4 @@ def check_shapes(spec: JobSpec, info: DatasetInfo) -> Shape:
     problem = check_output_shape(spec.loss, output_shape, info)
     if problem:
         raise SpecError([ErrorItem(last.loc, f"{model.output}: {problem}")])
-    return output_shape
+    return ModelShape(output_shape, parameters)

@@ -21,7 +21,7 @@ from app.domain.db.models import Job
 from core.data import BUILDERS, DatasetInfo
 from core.errors import FitError, SpecError
 from core.fit import fit_check
-from core.model import check_shapes
+from core.model import ModelShape, check_shapes
 from core.spec import JobSpec
 
 SHAPE_CHECKS_KEPT = 1024  # distinct (model, loss, dataset shape) checks remembered
@@ -41,11 +41,31 @@ def _shape_check_key(spec: JobSpec, info: DatasetInfo) -> tuple[Any, ...]:
 
 
 @cached(LRUCache(SHAPE_CHECKS_KEPT), key=_shape_check_key, lock=threading.Lock())
-def check_model_fits(spec: JobSpec, info: DatasetInfo) -> tuple[int, ...]:
+def check_model_fits(spec: JobSpec, info: DatasetInfo) -> ModelShape:
     """`core.model.check_shapes`, traced once per distinct key: repeated specs skip the
     `jax.eval_shape` tracing that was most of a submit. Only successes are kept (a
     `SpecError` propagates and is computed again next time)."""
     return check_shapes(spec, info)
+
+
+def check_limits(settings: Settings, spec: JobSpec, shape: ModelShape) -> None:
+    """The server's limits on what one job may ask for (`BACKPROP_MAX_*`): a job over them
+    would tie up or crash a worker, so it is refused before it is queued."""
+    total = shape.total_parameters
+    if total > settings.max_parameters:
+        largest = max(shape.parameters, key=lambda name: shape.parameters[name])
+        raise SpecError.at(
+            ("model",),
+            f"the model has {total:,} parameters ({total * 4 / 1e9:.1f} GB as float32; "
+            f"{largest} alone has {shape.parameters[largest]:,}); this server takes at most "
+            f"{settings.max_parameters:,} (BACKPROP_MAX_PARAMETERS): make the layers smaller",
+        )
+    if spec.training.epochs > settings.max_epochs:
+        raise SpecError.at(
+            ("training", "epochs"),
+            f"{spec.training.epochs:,} epochs is over this server's limit of "
+            f"{settings.max_epochs:,} (BACKPROP_MAX_EPOCHS)",
+        )
 
 
 def check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:

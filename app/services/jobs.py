@@ -27,7 +27,12 @@ from app.domain.submission import new_job, route_device
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
-from app.services.job_checks import check_datasets, check_init_from, check_model_fits
+from app.services.job_checks import (
+    check_datasets,
+    check_init_from,
+    check_limits,
+    check_model_fits,
+)
 from core.spec import parse_spec
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,7 @@ def submit_job(
         return job_public(session, earlier), False
     spec = parse_spec(body)
     info = check_datasets(session, tenant_id, spec)
-    check_model_fits(spec, info)
+    check_limits(settings, spec, check_model_fits(spec, info))
     if spec.init_from is not None:
         source = find_job(session, tenant_id, spec.init_from.job)
         check_init_from(settings, spec, info, source)

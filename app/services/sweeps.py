@@ -35,7 +35,12 @@ from app.schemas.sweeps import (
     TrialPublic,
     TrialsPublic,
 )
-from app.services.job_checks import check_datasets, check_init_from, check_model_fits
+from app.services.job_checks import (
+    check_datasets,
+    check_init_from,
+    check_limits,
+    check_model_fits,
+)
 from app.services.jobs import find_job
 from core.errors import ErrorItem, SpecError
 from core.spec import JobSpec, monitorable_metrics, parse_spec
@@ -121,7 +126,7 @@ class SpecCheck:
         try:
             spec = parse_spec(data)
             info = check_datasets(self.session, self.tenant_id, spec)
-            check_model_fits(spec, info)
+            check_limits(self.settings, spec, check_model_fits(spec, info))
             if spec.init_from is not None:
                 source = find_job(self.session, self.tenant_id, spec.init_from.job)
                 check_init_from(self.settings, spec, info, source)

@@ -14,6 +14,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def printable(name: str) -> str:
+    """A name shown in lists, logs and file names: no control characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("a name cannot hold control characters (NUL, tab, newline…)")
+    return name
+
+
 def as_typed_object(value: Any, scalar_key: str | None = None) -> Any:
     """Normalise the shorthand forms of a tagged object to `{"type": …}`.
 

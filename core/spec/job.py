@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from core.spec.base import PositiveInt, StrictModel, shorthand
+from core.spec.base import PositiveInt, StrictModel, printable, shorthand
 from core.spec.layers import LayerSpec
 from core.spec.optim import Adam, OptimizerSpec
 
@@ -24,11 +24,14 @@ class Validation(StrictModel):
         return self
 
 
+MAX_LAYERS = 1000
+
+
 class ModelSpec(StrictModel):
     """A chain (`layers`) or a graph (`nodes` + `output`); exactly one of the two."""
 
-    layers: list[LayerSpec] | None = None
-    nodes: list[LayerSpec] | None = None
+    layers: Annotated[list[LayerSpec], Field(max_length=MAX_LAYERS)] | None = None
+    nodes: Annotated[list[LayerSpec], Field(max_length=MAX_LAYERS)] | None = None
     output: str | None = None
 
     @model_validator(mode="after")
@@ -141,8 +144,11 @@ class InitFrom(StrictModel):
     job: str
 
 
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
+
+
 class JobSpec(StrictModel):
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Name | None = None
     dataset: Annotated[str, Field(min_length=1)]
     validation: Validation | None = None
     model: ModelSpec

@@ -21,7 +21,7 @@ def shape_error(data: dict[str, Any], dataset: str = "digits") -> dict[str, Any]
 
 
 def test_api_example_cnn_fits_digits(cnn_spec: dict[str, Any]) -> None:
-    assert check_shapes(parse_spec(cnn_spec), load_builtin("digits").info) == (10,)
+    assert check_shapes(parse_spec(cnn_spec), load_builtin("digits").info).output == (10,)
 
 
 def test_conv2d_on_flat_features_names_the_layer() -> None:
@@ -114,4 +114,6 @@ def test_graph_with_skip_connection_fits() -> None:
         {"type": "concat", "name": "joined", "inputs": ["skip", "part"]},
         {"type": "dense", "units": 3, "name": "logits", "inputs": ["joined"]},
     ]
-    assert check_shapes(parse_spec(_graph(nodes, "logits")), load_builtin("iris").info) == (3,)
+    assert check_shapes(parse_spec(_graph(nodes, "logits")), load_builtin("iris").info).output == (
+        3,
+    )

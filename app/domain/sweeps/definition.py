@@ -13,9 +13,9 @@ import copy
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
-from core.spec.base import PositiveInt, StrictModel
+from core.spec.base import PositiveInt, StrictModel, printable
 
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 100
@@ -124,7 +124,9 @@ class SweepDefinition(StrictModel):
     """The validated sweep body; `spec` is the base JobSpec (defaults filled in once the
     service has checked it)."""
 
-    name: Annotated[str | None, Field(max_length=180)] = None
+    name: Annotated[str, Field(min_length=1, max_length=180), AfterValidator(printable)] | None = (
+        None
+    )
     spec: dict[str, Any]
     parameters: Annotated[dict[str, Parameter], Field(min_length=1, max_length=64)]
     method: Literal["grid", "random", "tpe"] = "random"
