@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 from cachetools import TTLCache
 from sqlalchemy import select
@@ -47,6 +48,27 @@ def ensure_api_key(session: Session, key: str, tenant_name: str = "default") -> 
     """Make sure `key` exists (for BACKPROP_BOOTSTRAP_API_KEY); idempotent."""
     if session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first() is None:
         create_api_key(session, tenant_name, key)
+
+
+def list_api_keys(session: Session) -> list[tuple[ApiKey, str]]:
+    """Every key with its tenant's name, oldest first (the secrets are not stored)."""
+    rows = session.execute(
+        select(ApiKey, Tenant.name)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    ).all()
+    return [(key, name) for key, name in rows]
+
+
+def revoke_api_key(session: Session, key_or_id: str, now: datetime) -> ApiKey | None:
+    """Revoke a key given as itself or as its id; None when there is no such key. Each API
+    process stops accepting it within BACKPROP_KEY_CACHE_SECONDS."""
+    key = session.scalars(
+        select(ApiKey).where((ApiKey.id == key_or_id) | (ApiKey.key_hash == hash_key(key_or_id)))
+    ).first()
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = now
+    return key
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
     backprop worker [--queues cpu,gpu] [--concurrency N]               a worker only
     backprop migrate                                                   apply database migrations
     backprop keys create --tenant NAME                                 print a new API key
+    backprop keys list | keys revoke KEY_OR_ID                         list or revoke keys
     backprop submit | watch | status | list | metrics | cancel | download | datasets  client
 
 Settings come from `BACKPROP_*` environment variables; `--data-dir` sets BACKPROP_DATA_DIR.
@@ -55,6 +56,50 @@ def keys_create(args: argparse.Namespace) -> None:
         key = create_api_key(session, args.tenant)
     engine.dispose()
     print(key)  # only the key on stdout, so scripts can capture it
+
+
+def keys_list(args: argparse.Namespace) -> None:
+    from app.auth import list_api_keys
+    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as session:
+        rows = [
+            (
+                key.id,
+                key.prefix + "…",
+                tenant,
+                key.created_at.isoformat(timespec="seconds"),
+                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+            )
+            for key, tenant in list_api_keys(session)
+        ]
+    engine.dispose()
+    print("\t".join(("id", "key", "tenant", "created", "revoked")))
+    for row in rows:
+        print("\t".join(row))
+
+
+def keys_revoke(args: argparse.Namespace) -> None:
+    from app.auth import revoke_api_key
+    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
+    from app.domain.db.types import utcnow
+
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(make_sessionmaker(engine)) as session:
+        key = revoke_api_key(session, args.key, utcnow())
+        found = None if key is None else (key.id, key.prefix)
+    engine.dispose()
+    if found is None:
+        print("backprop: error: no such key (give the key itself or its id)", file=sys.stderr)
+        raise SystemExit(1)
+    print(
+        f"revoked key {found[0]} ({found[1]}…); API processes refuse it within "
+        f"{settings.key_cache_seconds:g} s (BACKPROP_KEY_CACHE_SECONDS)",
+        file=sys.stderr,
+    )
 
 
 def api(args: argparse.Namespace) -> None:
@@ -219,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--data-dir")
     create.set_defaults(run=keys_create)
+    listing = keys.add_parser("list", help="list API keys (their ids and first characters)")
+    listing.add_argument("--data-dir")
+    listing.set_defaults(run=keys_list)
+    revoke = keys.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key", help="the key itself, or its id (from `backprop keys list`)")
+    revoke.add_argument("--data-dir")
+    revoke.set_defaults(run=keys_revoke)
     add_client_commands(commands)  # submit, status, list, metrics… (backprop_client/cli.py)
     return parser
 

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(1 << 30, description="uploads are cut off beyond this")
+    max_active_jobs: int | None = Field(
+        None, ge=1, description="queued + running jobs a tenant may have at once (none: no limit)"
+    )
     max_parameters: int = Field(
         100_000_000, ge=1, description="a job's model may have at most this many parameters"
     )

@@ -15,6 +15,7 @@ from app.domain.errors import (
     InvalidInput,
     MalformedRequest,
     NotFound,
+    QuotaExceeded,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -28,6 +29,7 @@ DOMAIN_ERROR_STATUS: dict[type[DomainError], int] = {
     UnsupportedMediaType: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     MalformedRequest: status.HTTP_400_BAD_REQUEST,
     InvalidInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    QuotaExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
     Unavailable: status.HTTP_500_INTERNAL_SERVER_ERROR,
 }
 
@@ -65,7 +67,10 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
     detail: Any = str(exc) if exc.errors is None else [e.as_dict() for e in exc.errors]
-    return JSONResponse({"detail": detail}, status_code=code)
+    headers = {}
+    if isinstance(exc, QuotaExceeded):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
 
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -47,6 +47,15 @@ class InvalidInput(DomainError):
         return cls("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors), errors)
 
 
+class QuotaExceeded(DomainError):
+    """A tenant over one of its quotas (429); the message names the quota, and
+    `retry_after_seconds` says when trying again makes sense."""
+
+    def __init__(self, message: str, retry_after_seconds: int):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unavailable(DomainError):
     """Something the request needs is broken or gone on the server's side (an unreadable
     model file): the server's trouble, not the request's."""

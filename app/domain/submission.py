@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.domain import dataset_store
-from app.domain.db.models import Job, Worker
+from app.domain.db.models import Job, Tenant, Worker
 from app.domain.db.types import new_id, utcnow
-from app.domain.status import JobStatus
+from app.domain.errors import QuotaExceeded
+from app.domain.status import ACTIVE_STATUSES, JobStatus
 from core.spec import JobSpec
 
 # A GPU worker counts as available for `device: auto` when it reported this recently.
@@ -47,6 +48,36 @@ def new_job(
         "created_at": utcnow(),
     }
     return Job(**{**values, **fields})
+
+
+# When a tenant at its active-jobs quota may try again: small jobs end within seconds.
+QUOTA_RETRY_SECONDS = 10
+
+
+def check_active_quota(session: Session, settings: Settings, tenant_id: str, adding: int) -> int:
+    """Inside the transaction that adds `adding` queued jobs for `tenant_id`: raise
+    QuotaExceeded if that would pass BACKPROP_MAX_ACTIVE_JOBS; returns how many more the
+    tenant may add (a large number without a quota).
+
+    The tenant's row is locked first (PostgreSQL; SQLite serialises writers anyway), so
+    two submissions at once cannot both take the last place."""
+    limit = settings.max_active_jobs
+    if limit is None:
+        return 1 << 30
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    )
+    room = limit - int(active or 0)
+    if adding > room:
+        raise QuotaExceeded(
+            f"this tenant has {active} active (queued or running) jobs and its quota "
+            f"BACKPROP_MAX_ACTIVE_JOBS is {limit}: wait for one to end, or cancel one",
+            QUOTA_RETRY_SECONDS,
+        )
+    return room
 
 
 def route_device(session: Session, device: str) -> str:

@@ -23,7 +23,7 @@ from app.domain.db.models import Job
 from app.domain.db.types import UTCDateTime, utcnow
 from app.domain.errors import Conflict, NotFound
 from app.domain.status import ACTIVE_STATUSES, JobStatus
-from app.domain.submission import new_job, route_device
+from app.domain.submission import check_active_quota, new_job, route_device
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
@@ -76,6 +76,7 @@ def submit_job(
     )
     try:
         with session.begin():
+            check_active_quota(session, settings, tenant_id, adding=1)
             job.queue = route_device(session, spec.device)
             session.add(job)
     except IntegrityError:
