@@ -29,6 +29,7 @@ from app.domain.db.models import Job
 from app.domain.db.types import utcnow
 from app.domain.leases import (
     claim_job,
+    fair_next_job,
     finish_job,
     hand_back_job,
     job_total_seconds,
@@ -49,6 +50,7 @@ POLL_SECONDS = 0.2  # how often cancel_requested and the child are checked
 # so a child that does not stop is killed at most 1.5 s after the request.
 CANCEL_GRACE_SECONDS = 1.3
 EXIT_GRACE_SECONDS = 2.0  # a child whose job was finished or taken away gets this long
+CLAIM_TRIES = 3  # picks of the next job when other workers keep claiming it first
 
 SendJob = Callable[[str, str], None]
 
@@ -75,8 +77,11 @@ def supervise_job(
     try:
         own = _claim(factory, settings, identity, job_id, slot)
         if own is None:
-            log.info("job %s is not queued; dropping the message", job_id)
+            log.info("no queued job for the message of job %s; dropping it", job_id)
             return Outcome.NOT_QUEUED
+        if own.job_id != job_id:
+            log.info("the message of job %s went to job %s (fair share)", job_id, own.job_id)
+            job_id = own.job_id
         log.info("job %s (attempt %d) claimed by %s", job_id, own.attempt, slot)
         _record_slot(factory, identity, slot, job_id)
         try:
@@ -108,23 +113,30 @@ def _claim(
     job_id: str,
     slot: str,
 ) -> Ownership | None:
-    with transaction(factory) as session:
-        queue = session.scalar(
-            select(Job.queue).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        )
-        if queue is None or queue not in identity.queues:
-            # A message can only reach a queue this worker consumes, unless it was misrouted:
-            # a `gpu` job must never train on a CPU-only worker. Its own message stays valid.
-            return None
-        job = claim_job(
-            session,
-            job_id,
-            worker=slot,
-            device=device_for_queue(queue),
-            now=utcnow(),
-            lease_seconds=settings.lease_seconds,
-        )
-        return None if job is None else Ownership(job.id, slot, job.attempt, job.queue)
+    """Claim the job fair share says is next in the queue of `job_id`'s message: often
+    that job, else another tenant's (whose own message then claims this one)."""
+    for _ in range(CLAIM_TRIES):
+        with transaction(factory) as session:
+            queue = session.scalar(select(Job.queue).where(Job.id == job_id))
+            if queue is None or queue not in identity.queues:
+                # A message can only reach a queue this worker consumes, unless it was
+                # misrouted: a `gpu` job must never train on a CPU-only worker.
+                return None
+            chosen = fair_next_job(session, queue)
+            if chosen is None:
+                return None
+            job = claim_job(
+                session,
+                chosen,
+                worker=slot,
+                device=device_for_queue(queue),
+                now=utcnow(),
+                lease_seconds=settings.lease_seconds,
+            )
+            if job is not None:
+                return Ownership(job.id, slot, job.attempt, job.queue)
+        # Another worker claimed the chosen job between the pick and the claim.
+    return None
 
 
 def _watch(

@@ -95,6 +95,42 @@ def claim_job(
     return job
 
 
+def fair_next_job(session: Session, queue: str) -> str | None:
+    """The queued job of `queue` to run next: round-robin by tenant, then queue order.
+
+    The tenant served longest ago (by its latest claim; one never served first) goes next,
+    with its oldest queued job, so one tenant's thousand queued jobs never starve another
+    tenant's one. A message only says that a worker of its queue should claim a job; each
+    queued job has its own message, so every one of them gets a claim.
+    """
+    waiting = (
+        select(Job.tenant_id, func.min(Job.created_at).label("oldest"))
+        .where(Job.status == JobStatus.QUEUED, Job.queue == queue)
+        .group_by(Job.tenant_id)
+        .subquery()
+    )
+    served = (
+        select(Job.tenant_id, func.max(Job.claimed_at).label("last"))
+        .where(Job.tenant_id.in_(select(waiting.c.tenant_id)), Job.claimed_at.is_not(None))
+        .group_by(Job.tenant_id)
+        .subquery()
+    )
+    tenant = session.scalar(
+        select(waiting.c.tenant_id)
+        .outerjoin(served, served.c.tenant_id == waiting.c.tenant_id)
+        .order_by(served.c.last.is_not(None), served.c.last, waiting.c.oldest)
+        .limit(1)
+    )
+    if tenant is None:
+        return None
+    return session.scalar(
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED, Job.queue == queue, Job.tenant_id == tenant)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
+
+
 def renew_lease(
     session: Session,
     job_id: str,

@@ -110,6 +110,8 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         # Queue order: a queued job's position counts the queued jobs ahead of it.
         Index("ix_jobs_queue_order", "status", "queue", "created_at", "id"),
+        # Fair share: when each tenant was last served (app.domain.leases.fair_next_job).
+        Index("ix_jobs_tenant_claimed", "tenant_id", "claimed_at"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
         # A sweep's trial numbers: a second controller making the same trial fails here.
         UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
