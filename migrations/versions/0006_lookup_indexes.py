@@ -1,4 +1,4 @@
-"""fair share: a tenant's latest claim, found from an index
+"""indexes: a tenant's latest claim (fair share), an API key's prefix (its lookup)
 
 Revision ID: 0006
 Revises: 0005
@@ -17,7 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index("ix_jobs_tenant_claimed", "jobs", ["tenant_id", "claimed_at"])
+    op.create_index("ix_api_keys_prefix", "api_keys", ["prefix"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_api_keys_prefix", table_name="api_keys")
     op.drop_index("ix_jobs_tenant_claimed", table_name="jobs")
