@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(1 << 30, description="uploads are cut off beyond this")
+    rate_limit: int | None = Field(
+        None, ge=1, description="requests per second each API key may make, per API process"
+    )
     max_active_jobs: int | None = Field(
         None, ge=1, description="queued + running jobs a tenant may have at once (none: no limit)"
     )

@@ -14,6 +14,7 @@ from app.auth import Caller, KeyCache, hash_key, tenant_for_key
 from app.config import Settings
 from app.domain.db.engine import reading
 from app.queue import JobQueue
+from app.rate_limit import RateLimiter
 
 
 def app_settings(request: Request) -> Settings:
@@ -81,6 +82,14 @@ async def current_tenant(
             status.HTTP_401_UNAUTHORIZED,
             "missing or invalid API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
+        )
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if not limiter.allow(digest):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"this key made more than {limiter.per_second} requests in the last second "
+            "(BACKPROP_RATE_LIMIT): slow down and retry",
+            headers={"Retry-After": "1"},
         )
     return caller
 

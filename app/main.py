@@ -16,6 +16,7 @@ from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 from app.domain.leases import reconcile_periodically
 from app.errors import install_error_handlers
 from app.queue import JobQueue
+from app.rate_limit import RateLimiter
 from app.routers import (
     dashboard,
     datasets,
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.resolved_database_url)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.key_cache = KeyCache(settings.key_cache_seconds)
+        app.state.rate_limiter = RateLimiter(settings.rate_limit)
         app.state.queue = JobQueue(settings)
         app.state.events = JobEventHub(app.state.sessionmaker)  # one poller for all streams
         if settings.bootstrap_api_key:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job
 from app.domain.status import JobStatus
 from app.domain.sweeps import controller
+from app.rate_limit import RateLimiter
 from tests.specs import IRIS_MLP
 
 Headers = dict[str, str]
@@ -102,3 +104,17 @@ def test_keys_are_listed_without_their_secret_and_a_revoked_key_is_refused(
     assert next(line for line in listed.splitlines() if line.startswith(key_id)).split("\t")[4]
     missing = _backprop("keys", "revoke", "no-such-key", data_dir=data_dir)
     assert missing.returncode == 1 and "no such key" in missing.stderr
+
+
+def test_a_key_over_the_rate_limit_gets_429_and_other_keys_do_not(
+    client: TestClient, alice: Headers, bob: Headers, app: FastAPI
+) -> None:
+    app.state.rate_limiter = RateLimiter(3)  # as BACKPROP_RATE_LIMIT=3 sets it up
+    answers = [client.get("/v1/jobs", headers=alice).status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+    refused = client.get("/v1/jobs", headers=alice)
+    assert refused.headers["Retry-After"] == "1"
+    assert "BACKPROP_RATE_LIMIT" in refused.json()["detail"]
+    assert client.get("/v1/jobs", headers=bob).status_code == 200
+    time.sleep(1.1)  # the window moves on
+    assert client.get("/v1/jobs", headers=alice).status_code == 200
