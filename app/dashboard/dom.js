@@ -22,6 +22,11 @@ function nodes(children) {
     .map((child) => (child instanceof Node ? child : document.createTextNode(String(child))));
 }
 
+/** A <dl>'s items: <div><dt>name</dt><dd>value</dd></div> for each [name, value]. */
+function fields(rows) {
+  return rows.map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, value)));
+}
+
 /** Replace an element's children. */
 function fill(element, ...children) {
   element.replaceChildren(...nodes(children));

@@ -101,8 +101,7 @@ class JobPage {
 
   renderSummary() {
     const summary = this.job.summary || {};
-    fill(this.summary, Object.entries(summary).map(([name, value]) =>
-      h("div", {}, h("dt", {}, name), h("dd", {}, formatNumber(value)))));
+    fill(this.summary, fields(Object.entries(summary).map(([name, value]) => [name, formatNumber(value)])));
   }
 
   renderDetails() {
@@ -125,7 +124,7 @@ class JobPage {
       const link = h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}` }, `trial #${job.trial.number}`);
       rows.unshift(["sweep", h("span", {}, link, ` (${params})`)]);
     }
-    fill(this.details, rows.map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, value))));
+    fill(this.details, fields(rows));
   }
 
   showConnection(state) {

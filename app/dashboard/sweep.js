@@ -154,7 +154,7 @@ class SweepPage {
       ["created", formatTime(this.sweep.created_at)],
       ["finished", formatTime(this.sweep.finished_at)],
     ];
-    fill(this.summary, rows.map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, value))));
+    fill(this.summary, fields(rows));
   }
 
   showConnection(state) {
