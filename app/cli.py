@@ -20,12 +20,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.config import Settings
 from backprop_client.cli import add_commands as add_client_commands
 from backprop_client.connection import record_server
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 WORKER_STOP_SECONDS = 30  # running jobs are handed back at once; this bounds the rest
 
@@ -46,25 +51,31 @@ def migrate(args: argparse.Namespace) -> None:
     print(f"database at head: {_redacted(settings.resolved_database_url)}", file=sys.stderr)
 
 
-def keys_create(args: argparse.Namespace) -> None:
-    from app.auth import create_api_key
+@contextmanager
+def _database(settings: Settings) -> Iterator[Session]:
+    """One transaction on the configured database, for the `keys` commands."""
     from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 
-    settings = _settings(args)
     engine = make_engine(settings.resolved_database_url)
-    with transaction(make_sessionmaker(engine)) as session:
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def keys_create(args: argparse.Namespace) -> None:
+    from app.auth import create_api_key
+
+    with _database(_settings(args)) as session:
         key = create_api_key(session, args.tenant)
-    engine.dispose()
     print(key)  # only the key on stdout, so scripts can capture it
 
 
 def keys_list(args: argparse.Namespace) -> None:
     from app.auth import list_api_keys
-    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 
-    settings = _settings(args)
-    engine = make_engine(settings.resolved_database_url)
-    with transaction(make_sessionmaker(engine)) as session:
+    with _database(_settings(args)) as session:
         rows = [
             (
                 key.id,
@@ -75,7 +86,6 @@ def keys_list(args: argparse.Namespace) -> None:
             )
             for key, tenant in list_api_keys(session)
         ]
-    engine.dispose()
     print("\t".join(("id", "key", "tenant", "created", "revoked")))
     for row in rows:
         print("\t".join(row))
@@ -83,15 +93,12 @@ def keys_list(args: argparse.Namespace) -> None:
 
 def keys_revoke(args: argparse.Namespace) -> None:
     from app.auth import revoke_api_key
-    from app.domain.db.engine import make_engine, make_sessionmaker, transaction
     from app.domain.db.types import utcnow
 
     settings = _settings(args)
-    engine = make_engine(settings.resolved_database_url)
-    with transaction(make_sessionmaker(engine)) as session:
+    with _database(settings) as session:
         key = revoke_api_key(session, args.key, utcnow())
         found = None if key is None else (key.id, key.prefix)
-    engine.dispose()
     if found is None:
         print("backprop: error: no such key (give the key itself or its id)", file=sys.stderr)
         raise SystemExit(1)

@@ -15,6 +15,7 @@ from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.domain.db.engine import reading
 from app.domain.db.models import Sweep
 from app.domain.errors import NotFound
+from app.domain.status import SweepStatus
 from app.routers.jobs import job_errors
 from app.schemas.common import error_responses
 from app.schemas.sweeps import (
@@ -37,7 +38,7 @@ _ERRORS = {
     422: [
         {
             "loc": ["body", "parameters", "model.layers[9].units"],
-            "msg": "the spec has no [9] in model.layers (it has 6 items)",
+            "msg": "model.layers has 6 items, so [9] does not exist",
             "type": "invalid_path",
         }
     ],
@@ -152,7 +153,7 @@ async def _events(request: Request, sweep: Sweep) -> AsyncIterator[str]:
         elif quiet >= KEEP_ALIVE_SECONDS:
             quiet = 0.0
             yield ": keep-alive\n\n"
-        if body.status != "running" or await request.is_disconnected():
+        if body.status != SweepStatus.RUNNING or await request.is_disconnected():
             return
         await asyncio.sleep(EVENT_POLL_SECONDS)
         quiet += EVENT_POLL_SECONDS
@@ -163,7 +164,7 @@ def _snapshot(request: Request, sweep_id: str) -> tuple[SweepPublic, TrialsPubli
         with reading(session):
             row = session.get(Sweep, sweep_id, populate_existing=True)
         assert row is not None
-        return sweeps.sweep_public(session, row), sweeps.sweep_trials(session, row)
+        return sweeps.sweep_snapshot(session, row)
 
 
 def _event(name: str, data: Any) -> str:

@@ -204,35 +204,43 @@ def list_sweeps(session: Session, tenant_id: str, query: SweepsQuery) -> SweepsP
         )
         trials = _trials_of(session, [sweep.id for sweep in page])
     return SweepsPublic(
-        data=[_public(sweep, trials.get(sweep.id, [])) for sweep in page],
+        data=[
+            _public(
+                sweep, trials.get(sweep.id, []), SweepDefinition.model_validate(sweep.definition)
+            )
+            for sweep in page
+        ],
         next_cursor=next_cursor,
     )
 
 
 def sweep_public(session: Session, sweep: Sweep) -> SweepPublic:
-    with reading(session):
-        trials = _trials_of(session, [sweep.id]).get(sweep.id, [])
-    return _public(sweep, trials)
+    return sweep_snapshot(session, sweep)[0]
 
 
 def sweep_trials(session: Session, sweep: Sweep) -> TrialsPublic:
+    return sweep_snapshot(session, sweep)[1]
+
+
+def sweep_snapshot(session: Session, sweep: Sweep) -> tuple[SweepPublic, TrialsPublic]:
+    """The sweep's body and its trial rows, from one read of its trials (the event stream
+    shows both on every poll)."""
     definition = SweepDefinition.model_validate(sweep.definition)
     with reading(session):
         trials = _trials_of(session, [sweep.id]).get(sweep.id, [])
-    return TrialsPublic(
-        sweep_id=sweep.id,
-        data=[
-            TrialPublic(
-                number=trial.trial_number or 0,
-                job_id=trial.id,
-                status=trial.status,
-                pruned=controller.is_pruned(trial),
-                params=trial.trial_params or {},
-                value=controller.trial_value(trial, definition),
-                epochs=_epochs(trial),
-            )
-            for trial in trials
-        ],
+    rows = TrialsPublic(sweep_id=sweep.id, data=[_trial_row(t, definition) for t in trials])
+    return _public(sweep, trials, definition), rows
+
+
+def _trial_row(trial: Job, definition: SweepDefinition) -> TrialPublic:
+    return TrialPublic(
+        number=trial.trial_number or 0,
+        job_id=trial.id,
+        status=trial.status,
+        pruned=controller.is_pruned(trial),
+        params=trial.trial_params or {},
+        value=controller.trial_value(trial, definition),
+        epochs=_epochs(trial),
     )
 
 
@@ -264,8 +272,7 @@ def _epochs(trial: Job) -> int:
     return trial.progress.epoch if trial.progress is not None else 0
 
 
-def _public(sweep: Sweep, trials: list[Job]) -> SweepPublic:
-    definition = SweepDefinition.model_validate(sweep.definition)
+def _public(sweep: Sweep, trials: list[Job], definition: SweepDefinition) -> SweepPublic:
     best = None
     for trial in trials:
         value = controller.trial_value(trial, definition)

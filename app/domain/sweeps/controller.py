@@ -161,17 +161,18 @@ def top_up(session: Session, sweep_id: str, settings: Settings) -> list[Job]:
             room = min(room, check_active_quota(session, settings, sweep.tenant_id, adding=0))
         except QuotaExceeded:
             room = 0
+    if room <= 0:
+        return []
     history = [trial_record(trial, definition) for trial in trials]
     made = []
-    for number in range(len(trials), len(trials) + max(room, 0)):
+    for number in range(len(trials), len(trials) + room):
         suggestion = suggest(definition, history, number)
         job = _trial_job(session, settings, sweep, definition, number, suggestion)
         session.add(job)
         made.append(job)
         history.append(TrialRecord(suggestion.encoded, suggestion.notes, TrialOutcome.ACTIVE))
-    if made:
-        session.flush()  # a duplicate trial number fails here, inside the transaction
-        log.info("sweep %s: made trial(s) %s", sweep_id, [job.trial_number for job in made])
+    session.flush()  # a duplicate trial number fails here, inside the transaction
+    log.info("sweep %s: made trial(s) %s", sweep_id, [job.trial_number for job in made])
     return made
 
 

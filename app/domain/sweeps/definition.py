@@ -65,7 +65,7 @@ class Normal(StrictModel):
 class Values(StrictModel):
     """A categorical parameter: one of these JSON values (objects and lists allowed)."""
 
-    values: Annotated[list[Any], Field(min_length=1, max_length=1000)]
+    values: Annotated[list[Any], Field(min_length=1, max_length=MAX_VALUES)]
 
 
 def _parameter_kind(value: Any) -> str:
@@ -75,7 +75,6 @@ def _parameter_kind(value: Any) -> str:
     return str(getattr(value, "distribution", "values"))
 
 
-Distribution = Uniform | LogUniform | IntUniform | Normal
 Parameter = Annotated[
     Annotated[Uniform, Tag("uniform")]
     | Annotated[LogUniform, Tag("log_uniform")]
