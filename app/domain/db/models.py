@@ -59,6 +59,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Written at most once a minute per key and process (app.auth), for `backprop keys list`.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Dataset(Base):
@@ -125,6 +127,9 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(EnumText(JobStatus, 16), default=JobStatus.QUEUED)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # Times the platform, not the job, stopped it (a worker killed or lost, a restart):
+    # these re-queue it without using up `max_attempts`, which counts the job's own crashes.
+    platform_interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     dataset: Mapped[str] = mapped_column(String(64))  # "builtin:<name>" or a dataset id
     dataset_id: Mapped[str | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True, index=True
@@ -221,6 +226,7 @@ class Worker(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     queues: Mapped[list[str]] = mapped_column(JSON)
     has_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
+    devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # local, usable
     running_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Since when it has run nothing (None while it runs a job): a worker idle for long next
