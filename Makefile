@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install lint test run bench lock clean
+.PHONY: install lint test fuzz run bench lock clean
 
 LOCK := requirements/lock.txt
 
@@ -36,6 +36,13 @@ lint: install
 # Backprop processes) and the README walk-through.
 test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
+
+# tests/contract with a large budget: 200 examples per operation and phase, and the
+# coverage phase over the JobSpec bodies too (CI runs 5 examples, without it).
+FUZZ_EXAMPLES ?= 200
+fuzz: install
+	BACKPROP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BACKPROP_FUZZ_STATEFUL_STEPS=20 BACKPROP_FUZZ_FULL=1 \
+		$(BIN)/pytest -n 0 --durations=10 tests/contract
 
 run: $(BIN)/.installed-service
 	$(BIN)/backprop serve --host $(HOST) --port $(PORT)

@@ -52,22 +52,33 @@ def ensure_api_key(session: Session, key: str, tenant_name: str = "default") -> 
         create_api_key(session, tenant_name, key)
 
 
-def list_api_keys(session: Session) -> list[tuple[ApiKey, str]]:
-    """Every key with its tenant's name, oldest first (the secrets are not stored)."""
-    rows = session.execute(
-        select(ApiKey, Tenant.name)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .order_by(ApiKey.created_at, ApiKey.id)
-    ).all()
+def list_api_keys(session: Session, tenant: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every key (of `tenant`, if given) with its tenant's name, oldest first (the secrets
+    are not stored)."""
+    query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant is not None:
+        query = query.where(Tenant.name == tenant)
+    rows = session.execute(query.order_by(ApiKey.created_at, ApiKey.id)).all()
     return [(key, name) for key, name in rows]
 
 
-def revoke_api_key(session: Session, key_or_id: str, now: datetime) -> ApiKey | None:
-    """Revoke a key given as itself or as its id; None when there is no such key. Each API
-    process stops accepting it within BACKPROP_KEY_CACHE_SECONDS."""
+def find_api_key(session: Session, key_or_id: str) -> ApiKey | None:
+    """A key given as itself, as its id, or as the first characters `keys list` shows
+    (those only when no other key starts with them)."""
     key = session.scalars(
         select(ApiKey).where((ApiKey.id == key_or_id) | (ApiKey.key_hash == hash_key(key_or_id)))
     ).first()
+    prefix = key_or_id.removesuffix("…")
+    if key is None and len(prefix) == PREFIX_LENGTH:
+        by_prefix = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+        key = by_prefix[0] if len(by_prefix) == 1 else None
+    return key
+
+
+def revoke_api_key(session: Session, key_or_id: str, now: datetime) -> ApiKey | None:
+    """Revoke a key (see `find_api_key`); None when there is no such key. Every API process
+    refuses it, and ends its event streams, within half a second (`app.key_watch`)."""
+    key = find_api_key(session, key_or_id)
     if key is not None and key.revoked_at is None:
         key.revoked_at = now
     return key
@@ -79,6 +90,7 @@ class Caller:
 
     tenant_id: str
     tenant_name: str
+    key_id: str | None = None  # the key's row: its use is noted, its revocation ends streams
 
     @property
     def id(self) -> str:  # reads as `tenant.id` where a route filters by tenant
@@ -94,13 +106,13 @@ def tenant_for_key(session: Session, key: str) -> Caller | None:
     """
     digest = hash_key(key)
     rows = session.execute(
-        select(ApiKey.key_hash, Tenant.id, Tenant.name)
+        select(ApiKey.id.label("key_id"), ApiKey.key_hash, Tenant.id, Tenant.name)
         .join(Tenant, ApiKey.tenant_id == Tenant.id)
         .where(ApiKey.prefix == key[:PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
     ).all()
     for row in rows:
         if hmac.compare_digest(row.key_hash, digest):
-            return Caller(tenant_id=row.id, tenant_name=row.name)
+            return Caller(tenant_id=row.id, tenant_name=row.name, key_id=row.key_id)
     return None
 
 
@@ -122,6 +134,11 @@ class KeyCache:
     def get(self, digest: str) -> Caller | None:
         with self._lock:
             return self._entries.get(digest)
+
+    def clear(self) -> None:
+        """Forget every key (a key was revoked somewhere: re-check each on its next use)."""
+        with self._lock:
+            self._entries.clear()
 
     def put(self, digest: str, caller: Caller) -> None:
         if self.ttl <= 0:

@@ -6,6 +6,7 @@
     backprop migrate                                                   apply database migrations
     backprop keys create --tenant NAME                                 print a new API key
     backprop keys list | keys revoke KEY_OR_ID                         list or revoke keys
+    backprop storage migrate --to s3://bucket/prefix                   move the stored files
     backprop submit | watch | status | list | metrics | cancel | download | datasets  client
 
 Settings come from `BACKPROP_*` environment variables; `--data-dir` sets BACKPROP_DATA_DIR.
@@ -22,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,10 @@ from backprop_client.connection import record_server
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-WORKER_STOP_SECONDS = 30  # running jobs are handed back at once; this bounds the rest
+# Beyond BACKPROP_SHUTDOWN_GRACE_SECONDS (running jobs checkpoint and are handed back
+# within it): Celery's own warm shutdown, which takes a few seconds.
+WORKER_STOP_MARGIN_SECONDS = 10
+WORKER_STOP_SECONDS = 20 + WORKER_STOP_MARGIN_SECONDS  # with the default grace
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,20 +80,52 @@ def keys_create(args: argparse.Namespace) -> None:
 def keys_list(args: argparse.Namespace) -> None:
     from app.auth import list_api_keys
 
+    def when(moment: datetime | None) -> str:
+        return moment.isoformat(timespec="seconds") if moment else ""
+
     with _database(_settings(args)) as session:
         rows = [
             (
                 key.id,
                 key.prefix + "…",
                 tenant,
-                key.created_at.isoformat(timespec="seconds"),
-                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+                when(key.created_at),
+                when(key.last_used_at),
+                when(key.revoked_at),
             )
-            for key, tenant in list_api_keys(session)
+            for key, tenant in list_api_keys(session, tenant=args.tenant)
         ]
-    print("\t".join(("id", "key", "tenant", "created", "revoked")))
+    print("\t".join(("id", "key", "tenant", "created", "last_used", "revoked")))
     for row in rows:
         print("\t".join(row))
+
+
+def storage_migrate(args: argparse.Namespace) -> None:
+    """Copy the stored files the database names to the store `--to` (see
+    app/domain/storage_migration.py); the rows need no change, their keys are relative."""
+    from app.domain.storage import storage_for
+    from app.domain.storage_migration import migrate_storage
+
+    settings = _settings(args)
+    source = storage_for(settings)
+    target = storage_for(settings.model_copy(update={"storage_url": args.to}))
+    if target.url == source.url:
+        print("backprop: error: --to names the store already in use", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"copying from {source.url} to {target.url}", file=sys.stderr)
+    with _database(settings) as session:
+        report = migrate_storage(
+            session, source, target, progress=lambda key: print(f"  {key}", file=sys.stderr)
+        )
+    print(
+        f"copied {report.copied} files ({report.bytes_copied:,} bytes), {report.skipped} "
+        "already there",
+        file=sys.stderr,
+    )
+    if report.missing:
+        print(f"missing from {source.url} (not copied): {', '.join(report.missing)}")
+        raise SystemExit(1)
+    print(f"now run every process with BACKPROP_STORAGE_URL={target.url}", file=sys.stderr)
 
 
 def keys_revoke(args: argparse.Namespace) -> None:
@@ -103,8 +140,8 @@ def keys_revoke(args: argparse.Namespace) -> None:
         print("backprop: error: no such key (give the key itself or its id)", file=sys.stderr)
         raise SystemExit(1)
     print(
-        f"revoked key {found[0]} ({found[1]}…); API processes refuse it within "
-        f"{settings.key_cache_seconds:g} s (BACKPROP_KEY_CACHE_SECONDS)",
+        f"revoked key {found[0]} ({found[1]}…); API processes refuse it, and end its "
+        "event streams, within a second",
         file=sys.stderr,
     )
 
@@ -176,7 +213,7 @@ def serve(args: argparse.Namespace) -> None:
         run_api(create_app(settings), host=args.host, port=args.port)
     finally:
         server_file.unlink(missing_ok=True)
-        _stop(worker_process)
+        _stop(worker_process, settings.shutdown_grace_seconds + WORKER_STOP_MARGIN_SECONDS)
 
 
 def _announce_key(settings: Settings) -> None:
@@ -215,12 +252,13 @@ def _has_gpu() -> bool:
     return result.returncode == 0 and "GPU" in result.stdout
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Warm-stop the worker (SIGTERM lets a running job checkpoint), then kill it."""
+def _stop(process: subprocess.Popen[bytes], seconds: float = WORKER_STOP_SECONDS) -> None:
+    """Warm-stop the worker (SIGTERM lets a running job checkpoint), then kill it after
+    `seconds`."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(WORKER_STOP_SECONDS)
+            process.wait(seconds)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -272,12 +310,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--data-dir")
     create.set_defaults(run=keys_create)
     listing = keys.add_parser("list", help="list API keys (their ids and first characters)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
     listing.add_argument("--data-dir")
     listing.set_defaults(run=keys_list)
     revoke = keys.add_parser("revoke", help="revoke an API key")
-    revoke.add_argument("key", help="the key itself, or its id (from `backprop keys list`)")
+    revoke.add_argument(
+        "key", help="the key itself, or its id or first characters (from `backprop keys list`)"
+    )
     revoke.add_argument("--data-dir")
     revoke.set_defaults(run=keys_revoke)
+    storage = commands.add_parser(
+        "storage", help="the store of datasets and models"
+    ).add_subparsers(dest="storage_command", required=True)
+    moving = storage.add_parser(
+        "migrate", help="copy the stored files to another store (s3://bucket/prefix or a path)"
+    )
+    moving.add_argument("--to", required=True, help="the new BACKPROP_STORAGE_URL")
+    moving.add_argument("--data-dir")
+    moving.set_defaults(run=storage_migrate)
     add_client_commands(commands)  # submit, status, list, metrics… (backprop_client/cli.py)
     return parser
 

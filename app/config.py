@@ -23,6 +23,20 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="default: a server-less broker in the data directory"
     )
+    storage_url: str | None = Field(
+        None,
+        description="where datasets, checkpoints and models live: a local path, or "
+        "s3://bucket/prefix (default: the data directory)",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3-compatible endpoint (MinIO, Ceph, R2); default: AWS"
+    )
+    storage_cache_bytes: int = Field(
+        10 << 30,
+        ge=0,
+        description="with object storage, the most bytes of stored files each host keeps "
+        "copies of (least recently used first out)",
+    )
     bootstrap_api_key: str | None = Field(
         None, description="ensured for tenant 'default' at start-up"
     )
@@ -34,6 +48,9 @@ class Settings(BaseSettings):
     max_active_jobs: int | None = Field(
         None, ge=1, description="queued + running jobs a tenant may have at once (none: no limit)"
     )
+    max_storage_bytes: int | None = Field(
+        None, ge=1, description="bytes of datasets + models a tenant may store (none: no limit)"
+    )
     max_parameters: int = Field(
         100_000_000, ge=1, description="a job's model may have at most this many parameters"
     )
@@ -42,8 +59,29 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(30.0, description="a running job's lease; renewed by heartbeats")
     heartbeat_seconds: float = Field(5.0, description="how often a running job renews its lease")
-    max_attempts: int = Field(3, description="attempts before a job whose worker died fails")
+    max_attempts: int = Field(
+        3, description="attempts before a job whose training process keeps crashing fails"
+    )
+    max_platform_interruptions: int = Field(
+        100,
+        ge=0,
+        description="re-queues of one job after kills of the platform's making (a training "
+        "process killed by a signal, a lost worker) before it fails with worker_lost",
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0,
+        ge=0,
+        description="on a worker's shutdown, how long a running job gets to checkpoint and "
+        "stop before it is killed and handed back",
+    )
     reconcile_seconds: float = Field(5.0, description="how often expired leases are re-queued")
+    database_retry_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how long a training process retries its final writes (metrics, the "
+        "job's outcome) while the database is unreachable, before it gives the job up to "
+        "be re-queued",
+    )
     key_cache_seconds: float = Field(
         10.0, description="how long an API process trusts a key it has checked (0: never)"
     )

@@ -83,6 +83,8 @@ async def current_tenant(
             "missing or invalid API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if caller.key_id is not None:
+        request.app.state.key_watch.note_use(caller.key_id)
     limiter: RateLimiter = request.app.state.rate_limiter
     if not limiter.allow(digest):
         raise HTTPException(

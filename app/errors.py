@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.domain.db.outage import is_database_unavailable
 from app.domain.errors import (
     Conflict,
     ContentTooLarge,
@@ -20,6 +25,8 @@ from app.domain.errors import (
     UnsupportedMediaType,
 )
 from core.errors import DatasetError, SpecError
+
+RETRY_AFTER_SECONDS = 1  # a backend that restarts is back within seconds
 
 # The one place a domain error becomes an HTTP status (subclasses first match by MRO).
 DOMAIN_ERROR_STATUS: dict[type[DomainError], int] = {
@@ -73,23 +80,83 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code, headers=headers)
 
 
+def unavailable(detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """A lost database connection is the server's trouble, not the request's: 503, retry.
+    """A lost or unreachable database is the server's trouble, not the request's: 503, retry.
 
     Anything else the database raises is a bug and stays a 500.
     """
     assert isinstance(exc, DBAPIError)
-    if not exc.connection_invalidated:
+    if not is_database_unavailable(exc):
         raise exc
-    return JSONResponse(
-        {"detail": "the database connection was lost; retry the request"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "1"},
+    if exc.connection_invalidated:
+        return unavailable("the database connection was lost; retry the request")
+    return unavailable("the database is unavailable; retry the request")
+
+
+async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled connection stayed in use for the pool's whole timeout."""
+    return unavailable("the database is busy; retry the request")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405's `Allow` lists every method of the path.
+
+    Starlette names only the methods of the first route whose path matched, so
+    `DELETE /v1/datasets` would answer `Allow: POST` though `GET` serves that path too.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        methods = allowed_methods(request.app, request.url.path)
+        if methods:
+            headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+            exc = StarletteHTTPException(exc.status_code, exc.detail, headers)
+    return await http_exception_handler(request, exc)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives `path` (HEAD wherever GET is), sorted; where
+    several templates match, those of the one with the fewest parameters."""
+    templates: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "path_methods", None
     )
+    if templates is None:
+        templates = [
+            (_template_regex(template), [m.upper() for m in item if m in _METHODS])
+            for template, item in app.openapi().get("paths", {}).items()
+        ]
+        app.state.path_methods = templates
+    # The most specific templates that match: `/v1/datasets/builtin` before `/{dataset_id}`.
+    matches = [
+        (regex.pattern.count("[^/]+"), ms) for regex, ms in templates if regex.fullmatch(path)
+    ]
+    fewest = min((params for params, _ in matches), default=0)
+    methods = {m for params, ms in matches if params == fewest for m in ms}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """`/v1/jobs/{job_id}` → a regex matching `/v1/jobs/<one path segment>`."""
+    parts = re.split(r"(\{[^/}]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(DatasetError, dataset_error)
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(DBAPIError, database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, database_busy)

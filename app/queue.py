@@ -18,6 +18,7 @@ QUEUES = ("cpu", "gpu")
 # Longer than any job may run: a message redelivered while its job still runs finds the
 # row already claimed and is dropped, but redelivery should stay rare.
 VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
+BROKER_CONNECT_SECONDS = 2.0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -35,9 +36,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A running job outlives a broker restart: its pool process supervises it through
+        # the database, not the broker. The message it came in cannot be acknowledged on
+        # the new connection and comes back some day; the row, claimed already, makes that
+        # copy a no-op. Cancelling instead would cost the job its lease and an attempt.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        # A broker that is down or unreachable costs a send at most about 4 s, never a hang:
+        # each connection attempt gives up after 2 s and a send tries twice. The caller
+        # logs the failure and the reconciler sends the job again (the row says queued).
+        "broker_connection_timeout": BROKER_CONNECT_SECONDS,
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0.2,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "socket_connect_timeout": BROKER_CONNECT_SECONDS,
+        },
         "worker_hijack_root_logger": False,
     }
     if settings.uses_filesystem_broker:
@@ -78,4 +96,4 @@ class JobQueue:
     def ping(self) -> None:
         """Raise when the broker cannot be reached."""
         with self.celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
+            connection.ensure_connection(max_retries=1, timeout=BROKER_CONNECT_SECONDS)

@@ -92,7 +92,7 @@ class _Seen:
     """What the caller has been given, so that a reconnection repeats no status, and a poll
     after the stream nothing at all."""
 
-    status: tuple[str, int] | None = None
+    status: tuple[str, int, int] | None = None
     progress: Any = None
     last_step: dict[str, int] = field(default_factory=dict)
 
@@ -101,7 +101,11 @@ class _Seen:
         metrics pass whole: the server sends only new points, and the steps a resumed job
         redoes come again, to replace the old ones; a poll's are cut to the new steps."""
         if event.event == "status":
-            key = (event.data.get("status"), event.data.get("attempt", 1))
+            key = (
+                event.data.get("status"),
+                event.data.get("attempt", 1),
+                event.data.get("platform_interruptions", 0),
+            )
             if key == self.status:
                 return None
             self.status = key

@@ -73,7 +73,7 @@ class Job:
     id: str
     name: str
     status: str
-    attempt: int
+    attempt: int  # 1 + the times the job's own training process crashed
     dataset: str
     device: str
     created_at: str
@@ -89,6 +89,8 @@ class Job:
     # Seconds per phase of the latest attempt (queued, startup, compile, training,
     # finalizing, total); a phase not reached yet is missing.
     timings: dict[str, float] = field(default_factory=dict)
+    # Times the platform stopped it (a worker killed or lost) and it was resumed.
+    platform_interruptions: int = 0
 
     @property
     def finished(self) -> bool:
@@ -102,6 +104,7 @@ class Job:
             name=body["name"],
             status=body["status"],
             attempt=body.get("attempt", 1),
+            platform_interruptions=body.get("platform_interruptions", 0),
             dataset=body.get("dataset", ""),
             device=body.get("device", ""),
             created_at=body.get("created_at", ""),

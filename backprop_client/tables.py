@@ -86,6 +86,7 @@ def job_table(job: Job) -> Table:
         ("device", job.device),
         ("worker", job.raw.get("worker")),
         ("attempt", job.attempt),
+        ("interruptions", job.platform_interruptions or None),
         ("queue position", job.queue_position),
         ("created", job.created_at),
         ("started", job.started_at),

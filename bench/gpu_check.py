@@ -8,6 +8,14 @@ the first, which includes compiling) and the final validation accuracy.
 
     python bench/gpu_check.py [--epochs 20] [--mlp-examples 20000] [--timeout 240]
     python bench/gpu_check.py --split --devices auto,gpu,cpu
+    python bench/gpu_check.py --devices gpu --parallel 1,2,4,8
+
+`--parallel` trains each model data-parallel (`resources.devices`) over each number of
+the worker's devices in turn; the table gains the scaling efficiency, samples/s over N
+devices ÷ (N × samples/s on one). On a CPU host, `XLA_FLAGS=
+--xla_force_host_platform_device_count=4` gives the worker 4 host devices: a check that
+the jobs run and agree (their losses are printed), not a speed measurement (the host
+devices share the same cores).
 
 `--split` runs compose's processes instead (`backprop api`, `backprop worker --queues cpu`
 and `backprop worker --queues gpu`, named `cpu` and `gpu`), so the table's `worker` column
@@ -152,18 +160,47 @@ def run_job(client: httpx.Client, spec: dict[str, Any], timeout: float) -> dict[
     return job
 
 
-def row(job: dict[str, Any]) -> str:
+def devices_of(job: dict[str, Any]) -> int:
+    return int(job["spec"].get("resources", {}).get("devices", 1))
+
+
+def row(job: dict[str, Any], efficiency: float | None) -> str:
     summary = job.get("summary") or {}
     accuracy = summary.get("val_accuracy", summary.get("accuracy"))
     rate = summary.get("samples_per_second")
+    devices = devices_of(job)
+    if rate is None:
+        return (
+            f"| {job['name']} | {job['spec']['device']} | {devices} | {job['status']} | "
+            f"{job.get('error')} |"
+        )
+    scaling = "" if efficiency is None else f"{efficiency:.0%}"
+    loss = summary.get("loss")
     return (
-        f"| {job['name']} | {job['spec']['device']} | {job['status']} | {job['worker']} | "
-        f"{summary.get('device', '?')} | {rate:,.0f} | "
+        f"| {job['name']} | {job['spec']['device']} | {devices} | {job['status']} | "
+        f"{job['worker']} | {summary.get('device', '?')} | {rate:,.0f} | {scaling} | "
+        f"{loss if loss is None else f'{loss:.6g}'} | "
         f"{accuracy if accuracy is None else round(accuracy, 4)} | "
         f"{summary.get('epochs_completed')} | {job['wall_seconds']:.1f} |"
-        if rate is not None
-        else f"| {job['name']} | {job['spec']['device']} | {job['status']} | {job.get('error')} |"
     )
+
+
+def scaling_efficiency(jobs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per job name: samples/s ÷ (N × samples/s of the same model and device on 1 device)."""
+    rate = {
+        (job["model"], job["spec"]["device"], devices_of(job)): (job.get("summary") or {}).get(
+            "samples_per_second"
+        )
+        for job in jobs
+    }
+    out = {}
+    for job in jobs:
+        n = devices_of(job)
+        one = rate.get((job["model"], job["spec"]["device"], 1))
+        mine = rate.get((job["model"], job["spec"]["device"], n))
+        if one and mine:
+            out[job["name"]] = mine / (n * one)
+    return out
 
 
 def main() -> int:
@@ -172,6 +209,11 @@ def main() -> int:
     parser.add_argument("--mlp-examples", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=240, help="per job, seconds")
     parser.add_argument("--devices", default="gpu,cpu", help="devices to ask for (gpu,cpu)")
+    parser.add_argument(
+        "--parallel",
+        default="1",
+        help="data-parallel device counts to train each job over (resources.devices): 1,2,4",
+    )
     parser.add_argument(
         "--split",
         action="store_true",
@@ -202,13 +244,18 @@ def main() -> int:
                 "dataset": synthetic_upload(client, args.mlp_examples),
             }
             jobs = []
+            counts = [int(n) for n in args.parallel.split(",")]
             for spec in (cnn, mlp):
                 for device in args.devices.split(","):
-                    submitted = {**copy.deepcopy(spec), "device": device}
-                    submitted["name"] = f"{spec['name']}-{device}"
-                    jobs.append(run_job(client, submitted, args.timeout))
-                    shown = ("name", "status", "summary", "error")
-                    print(json.dumps({k: jobs[-1][k] for k in shown}), flush=True)
+                    for n in counts:
+                        submitted = {**copy.deepcopy(spec), "device": device}
+                        submitted["resources"] = {"devices": n}
+                        suffix = "" if counts == [1] else f"-x{n}"
+                        submitted["name"] = f"{spec['name']}-{device}{suffix}"
+                        jobs.append(run_job(client, submitted, args.timeout))
+                        jobs[-1]["model"] = spec["name"]
+                        shown = ("name", "status", "summary", "error")
+                        print(json.dumps({k: jobs[-1][k] for k in shown}), flush=True)
     finally:
         for process in started:
             process.send_signal(signal.SIGTERM)
@@ -219,16 +266,18 @@ def main() -> int:
                 process.kill()
     print()
     print(
-        "| job | device asked | status | worker | trained on | samples/s | val accuracy | epochs "
-        "| wall s |"
+        "| job | device asked | devices | status | worker | trained on | samples/s | scaling "
+        "| loss | val accuracy | epochs | wall s |"
     )
-    print("|---|---|---|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
+    efficiency = scaling_efficiency(jobs)
     for job in jobs:
-        print(row(job))
-    by_name = {job["name"]: job for job in jobs}
+        print(row(job, efficiency.get(job["name"]) if devices_of(job) > 1 else None))
+    by_name = {job["name"]: job for job in jobs if devices_of(job) == 1}
+    one = "" if counts == [1] else "-x1"
     for model in (cnn["name"], mlp["name"]):
-        gpu = (by_name.get(f"{model}-gpu", {}).get("summary") or {}).get("samples_per_second")
-        cpu = (by_name.get(f"{model}-cpu", {}).get("summary") or {}).get("samples_per_second")
+        gpu = (by_name.get(f"{model}-gpu{one}", {}).get("summary") or {}).get("samples_per_second")
+        cpu = (by_name.get(f"{model}-cpu{one}", {}).get("summary") or {}).get("samples_per_second")
         if gpu and cpu:
             print(f"{model}: GPU/CPU samples/s = {gpu / cpu:.2f}x")
     print(f"\nserve log: {log}")

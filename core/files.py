@@ -12,7 +12,11 @@ from typing import IO, Any
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Have `write` fill a temporary file beside `path`, fsync it, rename it over `path`,
-    and fsync the directory so the rename itself survives a crash. Returns the path."""
+    and fsync the directory so the rename itself survives a crash. Returns the path.
+
+    On any failure (a full disk among them) the temporary file is removed and `path` is
+    left as it was; an `OSError` that names no file is raised again naming `path`.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
@@ -21,6 +25,11 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], 
             write(file)
             flush_to_disk(file)
         os.replace(tmp, final)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(final)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

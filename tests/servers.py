@@ -4,7 +4,12 @@
   of 127.0.0.1 (socket directory in the same temporary directory, trust authentication),
   one database per test. PostgreSQL refuses to run as root, so under root the server runs
   as the `postgres` account (else `nobody`) through `runuser`.
-- `RedisServer`: `redis-server` on a free port, no persistence, one logical database per test.
+- `RedisServer`: `redis-server` on a free port, no persistence (or, for the chaos tests,
+  append-only persistence as the deployment has it), one logical database per test.
+
+The chaos tests stop and restart servers of their own (`stop_server`, `start_again`):
+PostgreSQL comes back on the same port and data directory, Redis on the same port and
+directory (so an append-only file is read back).
 
 A missing binary fails the test when `BACKPROP_REQUIRE_SERVICES=1` (CI sets it) and skips
 it otherwise; either way the message says what to install.
@@ -189,20 +194,32 @@ class PostgresServer:
     def _start_on_a_free_port(self, tries: int = 3) -> None:
         for attempt in range(tries):
             self.port = free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sockets'} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
             try:
-                self._run(
-                    self.bindir / "pg_ctl",
-                    *("-D", self.root / "data", "-l", self.root / "postgres.log"),
-                    *("-w", "-t", "60", "-o", options, "start"),
-                )
+                self._pg_ctl_start()
                 return
             except RuntimeError:
                 if attempt == tries - 1:
                     raise  # not a lost race for the port
+
+    def _pg_ctl_start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sockets'} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            self.bindir / "pg_ctl",
+            *("-D", self.root / "data", "-l", self.root / "postgres.log"),
+            *("-w", "-t", "60", "-o", options, "start"),
+        )
+
+    def stop_server(self) -> None:
+        """`pg_ctl stop -m fast`, keeping the data: every session is ended, new connections
+        are refused until `start_again`."""
+        self._run(self.bindir / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop")
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same port and data directory."""
+        self._pg_ctl_start()
 
     def create_database(self) -> str:
         """A new empty database; returns its SQLAlchemy URL."""
@@ -233,23 +250,43 @@ class PostgresServer:
 class RedisServer:
     process: subprocess.Popen[bytes]
     port: int
+    argv: list[str]
     _next_database: int = 0
 
     @classmethod
-    def start(cls, directory: Path) -> RedisServer:
+    def start(cls, directory: Path, *, append_only: bool = False) -> RedisServer:
+        """A new server; `append_only` persists every write as docker-compose's Redis does."""
         binary = require_binary("redis-server", "apt-get install redis-server")
         port = free_port()
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(directory)]
+        argv += ["--appendonly", "yes" if append_only else "no", "--dir", str(directory)]
         argv += ["--logfile", str(directory / "redis.log")]
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        server = cls(process, port)
-        try:
-            wait_until(server._ping, 30, what="redis-server to answer PING")
-        except BaseException:
-            server.stop()
-            raise
+        server = cls(cls._spawn(argv), port, argv)
+        server._wait_until_up()
         return server
+
+    @staticmethod
+    def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def _wait_until_up(self) -> None:
+        try:
+            wait_until(self._ping, 30, what="redis-server to answer PING")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop_server(self) -> None:
+        """SHUTDOWN, as a restart does: the append-only file, if any, is written out first;
+        see `start_again`."""
+        with self._client() as client:
+            client.shutdown()
+        self.process.wait(30)
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same port and directory."""
+        self.process = self._spawn(self.argv)
+        self._wait_until_up()
 
     def _client(self, database: int = 0) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=database, socket_timeout=5)

@@ -6,16 +6,24 @@ keeps its own row's `last_seen` fresh (`SlotHeartbeat`, also while idle), so a r
 stale exactly when its process is gone; the supervisor of a job sets and clears the
 slot's `running_job_id`. The API routes `device: auto` to an idle
 GPU slot, and the reconciler re-sends a job that waits while a slot of its queue idles.
+
+Each row also advertises `devices`, the local devices a job on that slot may split its
+batch over (`resources.devices`), counted without JAX (`usable_device_count`). Slots of
+one worker share its devices: a job uses devices 0…N-1 of its worker, so a worker with 8
+GPUs runs one 8-device job or, with `--concurrency 8`, eight jobs that all sit on GPU 0
+(handing each slot its own GPUs is not done yet).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,12 +50,17 @@ class WorkerIdentity:
     queues: tuple[str, ...]
     has_gpu: bool
     concurrency: int = 1
+    devices: int = 1  # local devices a job may use (`resources.devices`)
 
     @classmethod
     def for_worker(
         cls, settings: Settings, queues: Sequence[str], concurrency: int = 1
     ) -> WorkerIdentity:
-        return cls(settings.worker_name, tuple(queues), "gpu" in queues, concurrency)
+        has_gpu = "gpu" in queues
+        # The variables JAX and CUDA read in the training process; read here, not through
+        # Settings, because they are theirs and the training process inherits them as is.
+        devices = usable_device_count(has_gpu, os.environ)
+        return cls(settings.worker_name, tuple(queues), has_gpu, concurrency, devices)
 
     def current_slot_name(self) -> str:
         """The slot of the calling pool process (its index is stable across replacements);
@@ -60,15 +73,40 @@ class WorkerIdentity:
 
 def nvidia_gpu_visible() -> bool:
     """Whether `nvidia-smi -L` lists a GPU: a check that needs no JAX in this process."""
+    return _nvidia_gpu_count() > 0
+
+
+_FORCED_HOST_DEVICES = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
+
+
+def usable_device_count(has_gpu: bool, environ: Mapping[str, str]) -> int:
+    """How many local devices a training process of this worker will see, without JAX in
+    this (Celery) process: the GPUs `nvidia-smi -L` lists, fewer when `CUDA_VISIBLE_DEVICES`
+    names fewer; on CPU 1, unless `XLA_FLAGS` forces a host device count. At least 1."""
+    if has_gpu:
+        listed = _nvidia_gpu_count()
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            named = [part for part in visible.split(",") if part.strip()]
+            listed = min(listed, len(named)) if listed else len(named)
+        return max(1, listed)
+    forced = _FORCED_HOST_DEVICES.findall(environ.get("XLA_FLAGS", ""))
+    return max(1, int(forced[-1])) if forced else 1
+
+
+def _nvidia_gpu_count() -> int:
+    """The GPUs `nvidia-smi -L` lists (0 without the tool or a driver)."""
     if shutil.which("nvidia-smi") is None:
-        return False
+        return 0
     try:
         listed = subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return listed.returncode == 0 and "GPU" in listed.stdout
+        return 0
+    if listed.returncode != 0:
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
 
 
 def touch_slot(session: Session, identity: WorkerIdentity, name: str, now: datetime) -> None:
@@ -77,11 +115,13 @@ def touch_slot(session: Session, identity: WorkerIdentity, name: str, now: datet
         "name": name,
         "queues": list(identity.queues),
         "has_gpu": identity.has_gpu,
+        "devices": identity.devices,
         "running_job_id": None,
         "last_seen": now,
         "idle_since": now,
     }
-    upsert(session, Worker, [row], keys=["name"], update=["queues", "has_gpu", "last_seen"])
+    update = ["queues", "has_gpu", "devices", "last_seen"]
+    upsert(session, Worker, [row], keys=["name"], update=update)
 
 
 def record_slot_job(
@@ -92,6 +132,7 @@ def record_slot_job(
         "name": name,
         "queues": list(identity.queues),
         "has_gpu": identity.has_gpu,
+        "devices": identity.devices,
         "running_job_id": job_id,
         "last_seen": now,
         "idle_since": None if job_id else now,

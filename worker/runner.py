@@ -6,19 +6,31 @@ from the checkpoint an earlier attempt recorded) and a `JobRecorder`. Then one t
 write, conditional on still owning the job:
 
 - completed (or stopped early): the model exported atomically to
-  `<job dir>/model.safetensors`, an artifact row, `model_path`, the summary → `succeeded`;
+  `<job dir>/model.safetensors` and stored (worker.stored_files: with object storage,
+  uploaded under a new key), an artifact row, `model_path`, the summary → `succeeded`;
 - stopped by a cancel → `cancelled`;
+- suspended (the training process was asked to stop: its worker is shutting down) →
+  nothing: the checkpoint written at the stop is recorded, and the supervisor hands the
+  job back;
 - errors → `failed` with API.md's codes: `invalid_spec` (SpecError, a dataset that cannot
   be opened, an unusable `init_from`), the engine's `TrainingError` codes
-  (`non_finite_loss`, `timeout`), `out_of_memory`, else `internal`. These are never
-  retried: the job ends here with its attempt unchanged.
+  (`non_finite_loss`, `timeout`), `out_of_memory`, `storage_full` (no space left in the
+  data directory: the message names the file, relative to it), else `internal`. These
+  are never retried: the job ends here with its attempt unchanged.
+
+The last metrics and the terminal write are retried while the database is down or
+restarting, for up to `database_retry_seconds`; a database that stays away longer is
+not the job's fault, so nothing is written and the process exits with the error (the
+supervisor re-queues the job once it reaches the database again).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +42,25 @@ from app.config import Settings
 from app.domain.dataset_store import UnknownDatasetError, open_dataset
 from app.domain.db.engine import make_engine, make_sessionmaker, transaction
 from app.domain.db.models import Job
+from app.domain.db.outage import is_database_unavailable
 from app.domain.db.types import utcnow
 from app.domain.leases import finish_job, owned, update_owned_job
 from app.domain.status import ArtifactKind, JobStatus
+from app.domain.storage import storage_for
 from app.domain.sweeps.judge import TrialJudge
 from app.domain.timings import Timeline
-from app.domain.values import ErrorCode, JobError, JobProgress
+from app.domain.values import ErrorCode, JobError, JobProgress, no_space_left
 from core.data import Dataset, load_builtin
 from core.errors import DatasetError, SpecError
 from core.export import import_model, write_model
 from core.runtime import device_description, enable_compilation_cache
 from core.spec import JobSpec, parse_spec
 from core.train import StopReason, TrainResult, train
+from worker.db import retry_while_unavailable
 from worker.recorder import JobRecorder
+from worker.stored_files import JobFiles
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.safetensors"
 
 
 # What a training process trains before its job arrives: a few full-batch epochs of a
@@ -85,18 +99,31 @@ def get_ready(settings: Settings) -> None:
 
 
 def run_claimed_job(
-    settings: Settings, job_id: str, *, worker: str, attempt: int
+    settings: Settings,
+    job_id: str,
+    *,
+    worker: str,
+    attempt: int,
+    suspend: threading.Event | None = None,
 ) -> JobStatus | None:
     """Train the job `worker` claimed for `attempt`; returns the status it wrote, or None
-    when the job was taken away before or during the run (nothing written)."""
+    when the job was taken away before or during the run, or suspended once `suspend` was
+    set (nothing written but the checkpoint)."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_sessionmaker(engine)
     recorder = JobRecorder(
-        factory, job_id, worker=worker, attempt=attempt, data_dir=settings.data_dir
+        factory,
+        job_id,
+        worker=worker,
+        attempt=attempt,
+        files=JobFiles(settings, job_id),
+        suspend=suspend,
+        retry_seconds=settings.database_retry_seconds,
     )
     try:
         return _run(settings, factory, recorder)
     finally:
+        recorder.files.clean_scratch()  # object storage: this host's working copies
         engine.dispose()
 
 
@@ -130,22 +157,30 @@ def _run(
             dataset,
             validation_data=validation,
             callbacks=recorder,
-            checkpoint_dir=settings.job_dir(job.id) / "checkpoints",
-            resume_from=_recorded_checkpoint(settings, job),
+            checkpoint_dir=recorder.files.checkpoint_dir,
+            resume_from=_recorded_checkpoint(recorder.files, job),
             init_params=init_params,
         )
-        recorder.flush()
+        recorder.flush_until_written()
         if recorder.lost:
+            return None
+        if result.stop_reason == StopReason.SUSPENDED:
+            log.info("job %s suspended at epoch %d", recorder.job_id, len(result.history))
             return None
         if result.stop_reason == StopReason.CANCELLED:
             return _finish(factory, recorder, JobStatus.CANCELLED, eta_seconds=None)
         return _succeed(settings, factory, recorder, spec, dataset, result)
     except Exception as exc:
-        recorder.flush()
-        return _fail(factory, recorder, exc)
+        if is_database_unavailable(exc):
+            # Not the job's fault: leave it running; once the database is back the
+            # supervisor sees this process gone and re-queues the job (a new attempt).
+            log.warning("job %s: the database stayed unavailable; giving the job up", job.id)
+            raise
+        recorder.flush_until_written()
+        return _fail(settings, factory, recorder, exc)
 
 
-def _recorded_checkpoint(settings: Settings, job: Job) -> Path | None:
+def _recorded_checkpoint(files: JobFiles, job: Job) -> Path | None:
     """The checkpoint the database says is durable, not the newest file on disk.
 
     The row was written in the same transaction as every metric up to it, so resuming
@@ -155,8 +190,7 @@ def _recorded_checkpoint(settings: Settings, job: Job) -> Path | None:
     """
     if job.checkpoint_path is None:
         return None
-    path = settings.data_dir / job.checkpoint_path
-    return path if path.is_file() else None
+    return files.local(job.checkpoint_path)  # with object storage: fetched from the bucket
 
 
 def _open(
@@ -179,7 +213,7 @@ def _init_params(session: Session, settings: Settings, tenant_id: str, spec: Job
     if source is None or source.model_path is None:
         raise SpecError.at(loc, f"job {spec.init_from.job!r} has no trained model to start from")
     try:
-        params, _state, _spec = import_model(settings.data_dir / source.model_path)
+        params, _state, _spec = import_model(storage_for(settings).local_path(source.model_path))
     except (OSError, ValueError) as exc:
         raise SpecError.at(loc, f"the model of job {source.id} cannot be used: {exc}") from exc
     return params
@@ -206,17 +240,18 @@ def _succeed(
     dataset: Dataset,
     result: TrainResult,
 ) -> JobStatus | None:
-    path = settings.job_dir(recorder.job_id) / MODEL_FILE
+    path = recorder.files.model_file
     write_model(path, result.params, result.model_state, spec, input_shape=dataset.info.input_shape)
+    key = recorder.files.store_file(path)  # uploaded before the row names it
     return _finish(
         factory,
         recorder,
         JobStatus.SUCCEEDED,
         summary=job_summary(result),
-        model_path=recorder.relative(path),
+        model_path=key,
         progress=_final_progress(spec, recorder, result),
         eta_seconds=0.0,
-        artifact=(path, len(result.history), result.steps_completed),
+        artifact=(key, path, len(result.history), result.steps_completed),
     )
 
 
@@ -254,10 +289,15 @@ def _json_number(value: Any) -> Any:
 
 
 def _fail(
-    factory: sessionmaker[Session], recorder: JobRecorder, exc: Exception
+    settings: Settings, factory: sessionmaker[Session], recorder: JobRecorder, exc: Exception
 ) -> JobStatus | None:
     where = None if recorder.progress is None else JobProgress.of(recorder.progress)
-    error = JobError.of(exc, where)
+    full = no_space_left(exc)
+    if full is not None and full.filename is not None:
+        path = _in_data_dir(settings, Path(os.fsdecode(full.filename)))
+        error = JobError.storage_full(path, where)
+    else:
+        error = JobError.of(exc, where)
     if error.code == ErrorCode.INTERNAL:
         log.exception("job %s failed unexpectedly", recorder.job_id)
     else:
@@ -270,24 +310,41 @@ def _finish(
     recorder: JobRecorder,
     status: JobStatus,
     *,
-    artifact: tuple[Path, int, int] | None = None,
+    artifact: tuple[str, Path, int, int] | None = None,
     **values: Any,
 ) -> JobStatus | None:
-    """The terminal write (and the model's artifact row, `(path, epoch, step)`), conditional
-    on still owning the job; None when it was taken away."""
+    """The terminal write (and the model's artifact row, `(key, local path, epoch, step)`),
+    conditional on still owning the job; None when it was taken away."""
     now = utcnow()
     if recorder.timeline is not None:
         values.update(recorder.timeline.columns(finished_at=now))
-    with transaction(factory) as session:
-        finished = finish_job(
-            session,
-            recorder.job_id,
-            worker=recorder.worker,
-            attempt=recorder.attempt,
-            status=status,
-            now=now,
-            **values,
-        )
-        if finished and artifact is not None:
-            session.add(recorder.artifact(ArtifactKind.MODEL, *artifact))
+
+    def write() -> bool:
+        with transaction(factory) as session:
+            finished = finish_job(
+                session,
+                recorder.job_id,
+                worker=recorder.worker,
+                attempt=recorder.attempt,
+                status=status,
+                now=now,
+                **values,
+            )
+            if finished and artifact is not None:
+                session.add(recorder.artifact(ArtifactKind.MODEL, *artifact))
+        return finished
+
+    # A retry after a commit whose answer was lost finds the job finished: not ours.
+    finished = retry_while_unavailable(
+        write, seconds=recorder.retry_seconds, what=f"job {recorder.job_id}: {status}"
+    )
     return status if finished else None
+
+
+def _in_data_dir(settings: Settings, path: Path) -> str:
+    """`path` as the user may see it: relative to the data directory (never the server's
+    own layout), or only its name when it lies elsewhere."""
+    try:
+        return path.resolve().relative_to(settings.data_dir.resolve()).as_posix()
+    except ValueError:
+        return path.name

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from app.config import Settings
+from worker.draining import stop_requested
 from worker.train_process import Assignment
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,14 @@ def _send(child: subprocess.Popen[str], line: str) -> bool:
     return True
 
 
+def ask_to_stop(child: subprocess.Popen[str]) -> None:
+    """Ask a training process to checkpoint at its next epoch boundary and exit
+    (`worker.train_process`: SIGTERM suspends its job)."""
+    if child.poll() is None:
+        with suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+
+
 def stop(child: subprocess.Popen[str]) -> None:
     """Kill `child` if it still runs, and reap it."""
     if child.poll() is None:
@@ -114,9 +124,14 @@ class SparePool:
     def take(self, own: Ownership) -> subprocess.Popen[str]:
         """A training process running `own`'s job: a spare if one is alive."""
         device = device_for_queue(own.queue)
+        child = None
         with self.lock:
             waiting = self.spares.setdefault(device, [])
-            child = waiting.pop(0) if waiting else None
+            while waiting and child is None:
+                child = waiting.pop(0)
+                if child.poll() is not None:  # died since the watcher last looked
+                    stop(child)
+                    child = None
         if child is None:
             child = start_training_process(self.settings, device)
         assign(child, own)
@@ -124,9 +139,10 @@ class SparePool:
         return child
 
     def refill(self) -> None:
-        """Reap spares that died and start new ones up to `per_device` each."""
+        """Reap spares that died and start new ones up to `per_device` each (none once the
+        worker is shutting down: a spare killed with its process group stays dead)."""
         with self.lock:
-            if self.closed.is_set():
+            if self.closed.is_set() or stop_requested(self.settings):
                 return
             for device in self.devices:
                 alive = []

@@ -6,9 +6,19 @@ child exits: renews the lease every `heartbeat_seconds` (so a long compilation n
 it), keeps the slot's `workers` row fresh, and polls `cancel_requested`. The child stops
 cooperatively at its next chunk boundary; if it has not exited `CANCEL_GRACE_SECONDS`
 after the parent saw the request, the parent kills it, so a cancel lands within 2 s.
-The child writes the job's terminal state itself; a child that died without doing so
-(a signal, a crash) has its job re-queued with attempt + 1, or failed with `worker_lost`
-once attempts are used up.
+The child writes the job's terminal state itself. A child that died without doing so has
+its job re-queued (`release_lost_job`), counted by what killed it (`cause_of_exit`): a
+kill of the platform's making (SIGKILL or SIGTERM from outside, the OOM killer, a child
+orphaned or stopped without a shutdown) re-queues it with the same attempt and
+`platform_interruptions` + 1; a crash of the job's own making (a non-zero exit, a fatal
+signal such as SIGSEGV) with attempt + 1. Either fails with `worker_lost` once its budget
+is spent.
+
+When its worker shuts down (`worker.draining`), the supervisor asks the child to stop
+(SIGTERM: it checkpoints at its next epoch boundary and exits with EXIT_SUSPENDED), waits
+up to `shutdown_grace_seconds` while still renewing the lease, kills it after that, and
+hands the job back with the same attempt and interruption count: the next worker to start
+resumes it at once from that checkpoint.
 """
 
 from __future__ import annotations
@@ -39,9 +49,17 @@ from app.domain.leases import (
 )
 from app.domain.status import JobStatus
 from app.domain.sweeps.controller import advance_after_trial
-from worker.draining import is_draining
+from worker.draining import drain_begins_within, stop_requested, supervising
+from worker.exits import cause_of_exit, describe_exit
 from worker.registry import WorkerIdentity, record_slot_job
-from worker.spares import Ownership, device_for_queue, stop, training_process_for
+from worker.spares import (
+    Ownership,
+    ask_to_stop,
+    device_for_queue,
+    stop,
+    training_process_for,
+)
+from worker.train_process import EXIT_SUSPENDED
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +69,11 @@ POLL_SECONDS = 0.2  # how often cancel_requested and the child are checked
 CANCEL_GRACE_SECONDS = 1.3
 EXIT_GRACE_SECONDS = 2.0  # a child whose job was finished or taken away gets this long
 CLAIM_TRIES = 3  # picks of the next job when other workers keep claiming it first
+# A child that suspended itself on a signal sent to its whole process group may exit a
+# moment before the drain flag appears: wait this long for it before counting the stop
+# as an interruption.
+DRAIN_FLAG_WAIT_SECONDS = 1.0
+PASS_ON_SECONDS = 0.5  # a message that comes while shutting down waits this long, then is re-sent
 
 SendJob = Callable[[str, str], None]
 
@@ -65,6 +88,7 @@ class Outcome(StrEnum):
     FAILED = JobStatus.FAILED.value  # the child died on the last attempt: worker_lost
     TAKEN = "taken"  # the lease was lost to the reconciler
     HANDED_BACK = "handed_back"  # this worker is shutting down
+    PASSED_ON = "passed_on"  # a message that came while shutting down, sent again
 
 
 def supervise_job(
@@ -73,26 +97,55 @@ def supervise_job(
     """Claim `job_id` and run it to an end; returns what happened."""
     engine = make_engine(settings.resolved_database_url)
     factory = make_sessionmaker(engine)
-    slot = identity.current_slot_name()
     try:
-        own = _claim(factory, settings, identity, job_id, slot)
-        if own is None:
-            log.info("no queued job for the message of job %s; dropping it", job_id)
-            return Outcome.NOT_QUEUED
-        if own.job_id != job_id:
-            log.info("the message of job %s went to job %s (fair share)", job_id, own.job_id)
-            job_id = own.job_id
-        log.info("job %s (attempt %d) claimed by %s", job_id, own.attempt, slot)
-        _record_slot(factory, identity, slot, job_id)
-        try:
-            outcome = _watch(factory, settings, identity, own, send)
-        finally:
-            _record_slot(factory, identity, slot, None)
-        log.info("job %s (attempt %d): %s", job_id, own.attempt, outcome)
-        _advance_sweep(factory, settings, job_id, send)
-        return outcome
+        with supervising():  # a SIGTERM to this pool process meanwhile drains the job
+            return _supervise(factory, settings, identity, job_id, send)
     finally:
         engine.dispose()
+
+
+def _supervise(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    identity: WorkerIdentity,
+    job_id: str,
+    send: SendJob,
+) -> Outcome:
+    slot = identity.current_slot_name()
+    if stop_requested(settings):
+        return _pass_on(factory, job_id, send)
+    own = _claim(factory, settings, identity, job_id, slot)
+    if own is None:
+        log.info("no queued job for the message of job %s; dropping it", job_id)
+        return Outcome.NOT_QUEUED
+    if own.job_id != job_id:
+        log.info("the message of job %s went to job %s (fair share)", job_id, own.job_id)
+        job_id = own.job_id
+    log.info("job %s (attempt %d) claimed by %s", job_id, own.attempt, slot)
+    _record_slot(factory, identity, slot, job_id)
+    try:
+        outcome = _watch(factory, settings, identity, own, send)
+    finally:
+        _record_slot(factory, identity, slot, None)
+    log.info("job %s (attempt %d): %s", job_id, own.attempt, outcome)
+    _advance_sweep(factory, settings, job_id, send)
+    return outcome
+
+
+def _pass_on(factory: sessionmaker[Session], job_id: str, send: SendJob) -> Outcome:
+    """A message that reached this worker after it began shutting down (Celery may still
+    deliver one, e.g. the one a hand-back just sent): sent again without a claim, so that
+    the next worker to start finds it at once instead of after a lease's wait."""
+    with transaction(factory) as session:
+        queue = session.scalar(
+            select(Job.queue).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        )
+    if queue is None:
+        return Outcome.NOT_QUEUED
+    time.sleep(PASS_ON_SECONDS)  # while Celery's consumer stops, not a tight loop
+    log.info("job %s: this worker is stopping; its message is sent again", job_id)
+    send(job_id, queue)
+    return Outcome.PASSED_ON
 
 
 def _advance_sweep(
@@ -122,7 +175,7 @@ def _claim(
                 # A message can only reach a queue this worker consumes, unless it was
                 # misrouted: a `gpu` job must never train on a CPU-only worker.
                 return None
-            chosen = fair_next_job(session, queue)
+            chosen = fair_next_job(session, queue, identity.devices)
             if chosen is None:
                 return None
             job = claim_job(
@@ -149,7 +202,8 @@ def _watch(
     child = training_process_for(settings, own)
     cancel_seen: float | None = None
     taken_at: float | None = None
-    draining = False
+    drain_deadline: float | None = None  # set when this worker began shutting down
+    killed_for_drain = False
     next_heartbeat = time.monotonic() + settings.heartbeat_seconds
     try:
         while True:
@@ -159,9 +213,23 @@ def _watch(
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
-            if is_draining(settings):
-                log.info("job %s: this worker is stopping; handing the job back", own.job_id)
-                draining = True
+            if drain_deadline is None and stop_requested(settings):
+                log.info(
+                    "job %s: this worker is stopping; asking the training process to "
+                    "checkpoint and stop (within %g s), then handing the job back",
+                    own.job_id,
+                    settings.shutdown_grace_seconds,
+                )
+                ask_to_stop(child)
+                drain_deadline = now + settings.shutdown_grace_seconds
+            if drain_deadline is not None and now >= drain_deadline:
+                log.warning(
+                    "job %s: the training process did not stop within %g s; killing it",
+                    own.job_id,
+                    settings.shutdown_grace_seconds,
+                )
+                killed_for_drain = True
+                stop(child)
                 break
             try:
                 state = _read_state(factory, own)
@@ -188,18 +256,24 @@ def _watch(
                 break
     finally:
         stop(child)
-    if draining:
-        return _hand_back(factory, own, send)
-    return _settle(factory, own, child.returncode, send)
+    suspended = child.returncode == EXIT_SUSPENDED
+    draining = drain_deadline is not None or (
+        suspended and drain_begins_within(settings, DRAIN_FLAG_WAIT_SECONDS)
+    )
+    if draining and (suspended or killed_for_drain) and cancel_seen is None:
+        return _hand_back(factory, settings, own, send)
+    return _settle(factory, settings, own, child.returncode, send)
 
 
-def _hand_back(factory: sessionmaker[Session], own: Ownership, send: SendJob) -> Outcome:
+def _hand_back(
+    factory: sessionmaker[Session], settings: Settings, own: Ownership, send: SendJob
+) -> Outcome:
     with transaction(factory) as session:
         released = hand_back_job(
             session, own.job_id, worker=own.worker, attempt=own.attempt, now=utcnow()
         )
-    if released is None:
-        return _settle(factory, own, None, send)  # it finished or was taken meanwhile
+    if released is None:  # it finished or was taken meanwhile
+        return _settle(factory, settings, own, None, send)
     try:
         send(released.job_id, released.queue)
     except Exception:  # the reconciler re-sends it: the row says queued
@@ -229,7 +303,11 @@ def _heartbeat(
 
 
 def _settle(
-    factory: sessionmaker[Session], own: Ownership, returncode: int | None, send: SendJob
+    factory: sessionmaker[Session],
+    settings: Settings,
+    own: Ownership,
+    returncode: int | None,
+    send: SendJob,
 ) -> Outcome:
     """After the child exited: nothing to do if it (or the reconciler) settled the job;
     otherwise it died without reporting."""
@@ -260,7 +338,9 @@ def _settle(
             worker=own.worker,
             attempt=own.attempt,
             now=utcnow(),
-            reason=f"the training process {_describe_exit(returncode)}",
+            reason=f"the training process {describe_exit(returncode)}",
+            cause=cause_of_exit(returncode),
+            max_platform_interruptions=settings.max_platform_interruptions,
         )
     if released is None:
         return Outcome.TAKEN
@@ -278,12 +358,6 @@ def _read_state_in(session: Session, own: Ownership) -> bool | None:
     return session.scalar(
         select(Job.cancel_requested).where(*owned(own.job_id, own.worker, own.attempt))
     )
-
-
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        return f"was killed by signal {-returncode}"
-    return f"exited with status {returncode} without reporting a result"
 
 
 def _record_slot(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.domain.db.models import Dataset as DatasetRow
+from app.domain.storage import storage_for
 from core.data import BUILDERS, Dataset, DatasetInfo, Task, load_builtin, open_converted
 
 BUILTIN_PREFIX = "builtin:"
@@ -84,8 +85,9 @@ def dataset_info(session: Session, tenant_id: str, ref: str) -> DatasetInfo | No
 
 
 def dataset_directory(settings: Settings, row: DatasetRow) -> Path:
-    """Where an uploaded dataset's converted arrays live."""
-    return settings.data_dir / row.storage_path
+    """A folder on this host with an uploaded dataset's converted arrays: in the data
+    directory, or (object storage) this host's cached copy."""
+    return storage_for(settings).local_tree(row.storage_path)
 
 
 def open_dataset(session: Session, settings: Settings, tenant_id: str, ref: str) -> Dataset:

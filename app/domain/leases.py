@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, func, select, update
@@ -36,6 +37,20 @@ log = logging.getLogger(__name__)
 RECONCILE_BATCH = 100
 
 SendJob = Callable[[str, str], None]  # (job id, queue)
+
+
+class LossCause(StrEnum):
+    """Why a running job lost its training process; the two are counted apart.
+
+    A kill of the platform's making (a signal from outside, the OOM killer, a worker that
+    stopped renewing its lease) says nothing about the job: it is re-queued with the same
+    `attempt` and `platform_interruptions` + 1, up to a generous safety cap. A crash of the
+    job's own making (its training process exited on its own without reporting) uses up
+    one of its `max_attempts`.
+    """
+
+    PLATFORM = "platform"
+    CRASH = "crash"
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,9 @@ def claim_job(
     return job
 
 
-def fair_next_job(session: Session, queue: str) -> str | None:
-    """The queued job of `queue` to run next: round-robin by tenant, then queue order.
+def fair_next_job(session: Session, queue: str, devices: int = 1) -> str | None:
+    """The queued job of `queue` to run next on a worker with `devices` local devices:
+    round-robin by tenant, then queue order, among the jobs that fit it (`min_devices`).
 
     The tenant served longest ago (by its latest claim; one never served first) goes next,
     with its oldest queued job, so one tenant's thousand queued jobs never starve another
@@ -105,7 +121,7 @@ def fair_next_job(session: Session, queue: str) -> str | None:
     """
     waiting = (
         select(Job.tenant_id, func.min(Job.created_at).label("oldest"))
-        .where(Job.status == JobStatus.QUEUED, Job.queue == queue)
+        .where(Job.status == JobStatus.QUEUED, Job.queue == queue, Job.min_devices <= devices)
         .group_by(Job.tenant_id)
         .subquery()
     )
@@ -125,7 +141,12 @@ def fair_next_job(session: Session, queue: str) -> str | None:
         return None
     return session.scalar(
         select(Job.id)
-        .where(Job.status == JobStatus.QUEUED, Job.queue == queue, Job.tenant_id == tenant)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.queue == queue,
+            Job.tenant_id == tenant,
+            Job.min_devices <= devices,
+        )
         .order_by(Job.created_at, Job.id)
         .limit(1)
     )
@@ -194,16 +215,23 @@ def release_lost_job(
     *,
     now: datetime,
     reason: str,
+    cause: LossCause,
+    max_platform_interruptions: int,
     worker: str | None = None,
     attempt: int | None = None,
     lease_expired_before: datetime | None = None,
 ) -> Released | None:
-    """A running job whose worker is gone: queued again with attempt + 1 if attempts remain,
-    else failed with `worker_lost`; cancelled instead when a cancel was asked for.
+    """A running job whose training process is gone: queued again, or failed with
+    `worker_lost` when its budget for `cause` is spent; cancelled instead when a cancel
+    was asked for.
 
-    The update is conditional on what was read (owner, attempt, cancel flag, and an expired
-    lease when `lease_expired_before` is given), so a concurrent writer wins cleanly and
-    None is returned.
+    A crash re-queues it with attempt + 1 while attempts remain (`max_attempts`); a platform
+    interruption re-queues it with the same attempt and `platform_interruptions` + 1 until
+    that count would pass `max_platform_interruptions`.
+
+    The update is conditional on what was read (owner, attempt, interruptions, cancel flag,
+    and an expired lease when `lease_expired_before` is given), so a concurrent writer wins
+    cleanly and None is returned.
     """
     job = session.scalars(
         select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
@@ -219,50 +247,62 @@ def release_lost_job(
         Job.status == JobStatus.RUNNING,
         Job.worker.is_(None) if job.worker is None else Job.worker == job.worker,
         Job.attempt == job.attempt,
+        Job.platform_interruptions == job.platform_interruptions,
         Job.cancel_requested == job.cancel_requested,
     ]
     if lease_expired_before is not None:
         conditions.append(Job.lease_expires_at < lease_expired_before)
-    values: dict[str, Any]
-    total = job_total_seconds(job, now)
-    if job.cancel_requested:
-        values = {
-            "status": JobStatus.CANCELLED,
-            "finished_at": now,
-            "eta_seconds": None,
-            "total_seconds": total,
-        }
-    elif job.attempt >= job.max_attempts:
-        message = f"{reason}; that was attempt {job.attempt} of {job.max_attempts}"
-        error = JobError.worker_lost(message, job.progress)
-        values = {
-            "status": JobStatus.FAILED,
-            "finished_at": now,
-            "error": error,
-            "eta_seconds": None,
-            "total_seconds": total,
-        }
-    else:
-        values = {
-            "status": JobStatus.QUEUED,
-            "attempt": job.attempt + 1,
-            "worker": None,
-            "enqueued_at": now,
-            "eta_seconds": None,
-        }
+    values = _after_loss(job, now, reason, cause, max_platform_interruptions)
     if not _rowcount(
         session, update(Job).where(*conditions).values(lease_expires_at=None, **values)
     ):
         return None
-    log.warning("job %s (attempt %d): %s → %s", job_id, job.attempt, reason, values["status"])
+    log.warning(
+        "job %s (attempt %d, %s): %s → %s", job_id, job.attempt, cause, reason, values["status"]
+    )
     return Released(job_id, job.queue, values["status"])
+
+
+def _after_loss(
+    job: Job, now: datetime, reason: str, cause: LossCause, max_platform_interruptions: int
+) -> dict[str, Any]:
+    """The columns `release_lost_job` writes (besides the lease)."""
+    ended = {"finished_at": now, "eta_seconds": None, "total_seconds": job_total_seconds(job, now)}
+    if job.cancel_requested:
+        return {"status": JobStatus.CANCELLED, **ended}
+    again = {"status": JobStatus.QUEUED, "worker": None, "enqueued_at": now, "eta_seconds": None}
+    if cause == LossCause.PLATFORM:
+        interruptions = job.platform_interruptions + 1
+        if interruptions <= max_platform_interruptions:
+            return {**again, "platform_interruptions": interruptions}
+        message = (
+            f"{reason}; the platform interrupted it {interruptions} times, more than the "
+            f"limit of {max_platform_interruptions}"
+        )
+        error = JobError.worker_lost(message, job.progress)
+        return {
+            "status": JobStatus.FAILED,
+            "platform_interruptions": interruptions,
+            "error": error,
+            **ended,
+        }
+    if job.attempt < job.max_attempts:
+        return {**again, "attempt": job.attempt + 1}
+    message = f"{reason}; that was attempt {job.attempt} of {job.max_attempts}"
+    return {
+        "status": JobStatus.FAILED,
+        "error": JobError.worker_lost(message, job.progress),
+        **ended,
+    }
 
 
 def hand_back_job(
     session: Session, job_id: str, *, worker: str, attempt: int, now: datetime
 ) -> Released | None:
-    """A job its worker gives up while shutting down: queued again with the same attempt
-    (a stop is not a failure), to resume from its last checkpoint on another worker."""
+    """A job its worker gives up while shutting down: queued again with the same attempt and
+    the same `platform_interruptions` (a clean stop is neither a crash nor an interruption:
+    the worker asked its training process to checkpoint first), to resume from its last
+    checkpoint on another worker or after a restart."""
     values = {
         "status": JobStatus.QUEUED,
         "worker": None,
@@ -279,9 +319,12 @@ def hand_back_job(
     return Released(job_id, queue, JobStatus.QUEUED)
 
 
-def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
-    """Release every running job whose lease expired; returns the re-queued (id, queue)s,
-    which the caller sends to their queues after the commit."""
+def requeue_expired(
+    session: Session, now: datetime, *, max_platform_interruptions: int
+) -> list[tuple[str, str]]:
+    """Release every running job whose lease expired (a lost worker: a platform
+    interruption); returns the re-queued (id, queue)s, which the caller sends to their
+    queues after the commit."""
     expired = session.scalars(
         select(Job.id)
         .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
@@ -295,6 +338,8 @@ def requeue_expired(session: Session, now: datetime) -> list[tuple[str, str]]:
             job_id,
             now=now,
             reason="its worker stopped renewing the lease",
+            cause=LossCause.PLATFORM,
+            max_platform_interruptions=max_platform_interruptions,
             lease_expired_before=now,
         )
         if released is not None and released.status == JobStatus.QUEUED:
@@ -328,6 +373,8 @@ def resend_lost_messages(
         .where(
             Job.status == JobStatus.QUEUED,
             Job.queue.in_(queues),
+            # A job no idle worker has the devices for waits for one (`waiting_for`).
+            Job.min_devices <= max(worker.devices for worker in idle),
             func.coalesce(Job.enqueued_at, Job.created_at) <= cutoff,
         )
         .order_by(Job.created_at, Job.id)
@@ -353,7 +400,9 @@ def reconcile(
     the re-sent jobs."""
     now = now or utcnow()
     with transaction(factory) as session:
-        due = requeue_expired(session, now)
+        due = requeue_expired(
+            session, now, max_platform_interruptions=settings.max_platform_interruptions
+        )
         due += resend_lost_messages(
             session,
             now,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -11,10 +12,9 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.domain import dataset_store
-from app.domain.db.models import Job, Tenant, Worker
+from app.domain.db.models import Job, Worker
 from app.domain.db.types import new_id, utcnow
-from app.domain.errors import QuotaExceeded
-from app.domain.status import ACTIVE_STATUSES, JobStatus
+from app.domain.status import JobStatus
 from core.spec import JobSpec
 
 # A GPU worker counts as available for `device: auto` when it reported this recently.
@@ -44,40 +44,11 @@ def new_job(
         "dataset_id": _uploaded_id(spec.dataset),
         "validation_dataset_id": _uploaded_id(spec.validation.dataset if spec.validation else None),
         "device": spec.device,
+        "min_devices": spec.resources.fixed_devices or 1,
         "spec": spec.model_dump(mode="json"),
         "created_at": utcnow(),
     }
     return Job(**{**values, **fields})
-
-
-# When a tenant at its active-jobs quota may try again: small jobs end within seconds.
-QUOTA_RETRY_SECONDS = 10
-
-
-def check_active_quota(session: Session, settings: Settings, tenant_id: str, adding: int) -> int:
-    """Inside the transaction that adds `adding` queued jobs for `tenant_id`: raise
-    QuotaExceeded if that would pass BACKPROP_MAX_ACTIVE_JOBS; returns how many more the
-    tenant may add (a large number without a quota).
-
-    The tenant's row is locked first (PostgreSQL; SQLite serialises writers anyway), so
-    two submissions at once cannot both take the last place."""
-    limit = settings.max_active_jobs
-    if limit is None:
-        return 1 << 30
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    active = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
-    )
-    room = limit - int(active or 0)
-    if adding > room:
-        raise QuotaExceeded(
-            f"this tenant has {active} active (queued or running) jobs and its quota "
-            f"BACKPROP_MAX_ACTIVE_JOBS is {limit}: wait for one to end, or cancel one",
-            QUOTA_RETRY_SECONDS,
-        )
-    return room
 
 
 def route_device(session: Session, device: str) -> str:
@@ -104,3 +75,48 @@ def route_device(session: Session, device: str) -> str:
 
 def _uploaded_id(ref: str | None) -> str | None:
     return None if ref is None or ref.startswith(dataset_store.BUILTIN_PREFIX) else ref
+
+
+# Data parallel (`resources.devices`): a job needs a worker slot with that many devices.
+WORKER_FRESH_SECONDS = GPU_WORKER_FRESH_SECONDS  # a worker row this fresh is alive
+
+
+def fits_devices(requested: int | str, worker_devices: int) -> bool:
+    """The claim rule: a slot may run a job when its worker has the devices the job asks
+    for (`"all"` fits any worker: it uses the devices there are)."""
+    return requested == "all" or int(requested) <= worker_devices
+
+
+def job_devices(job: Job) -> int | str:
+    """The `resources.devices` of a job's stored spec (1 for specs stored before it)."""
+    resources = job.spec.get("resources") or {}
+    devices = resources.get("devices", 1)
+    return devices if devices == "all" else int(devices)
+
+
+def devices_waiting_for(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
+    """`waiting_for` of each queued job in `jobs` that asks for more devices than every
+    live worker of its queue has: `{job id: "4 devices"}`; jobs that fit are left out.
+    Queries the workers only when some job asks for more than one device."""
+    wanting = {
+        job.id: (job.queue, devices)
+        for job in jobs
+        if job.status == JobStatus.QUEUED
+        and (devices := job_devices(job)) != "all"
+        and int(devices) > 1
+    }
+    if not wanting:
+        return {}
+    fresh_since = utcnow() - timedelta(seconds=WORKER_FRESH_SECONDS)
+    most: dict[str, int] = {}
+    rows = session.execute(
+        select(Worker.queues, Worker.devices).where(Worker.last_seen >= fresh_since)
+    )
+    for queues, devices in rows:
+        for queue in queues or []:
+            most[queue] = max(most.get(queue, 0), int(devices or 1))
+    return {
+        job_id: f"{devices} devices"
+        for job_id, (queue, devices) in wanting.items()
+        if int(devices) > most.get(queue or "", 0)
+    }

@@ -7,6 +7,7 @@ They are stored as JSON (`app.domain.db.types.ModelJSON`) and read back as these
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ class ErrorCode(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
+    STORAGE_FULL = "storage_full"
     INTERNAL = "internal"
 
 
@@ -79,6 +81,9 @@ class JobError(BaseModel):
             code, message = ErrorCode(exc.code), exc.message
         elif isinstance(exc, SpecError):
             code, message = ErrorCode.INVALID_SPEC, str(exc)
+        elif no_space_left(exc) is not None:
+            code = ErrorCode.STORAGE_FULL
+            message = f"no space left on device in the data directory. {FREE_SPACE}"
         elif is_out_of_memory(exc):
             code = ErrorCode.OUT_OF_MEMORY
             message = (
@@ -94,6 +99,18 @@ class JobError(BaseModel):
         return cls(code=code, message=message, epoch=epoch, step=step)
 
     @classmethod
+    def storage_full(cls, path: str, where: JobProgress | None) -> JobError:
+        """A write of the job's files (`path`, relative to the data directory) found the
+        data directory's disk full; what was written before it stays intact."""
+        return cls(
+            code=ErrorCode.STORAGE_FULL,
+            message=f"no space left on device in the data directory while writing {path}. "
+            f"{FREE_SPACE}; the checkpoints written before it are intact",
+            epoch=None if where is None else where.epoch,
+            step=None if where is None else where.step,
+        )
+
+    @classmethod
     def worker_lost(cls, message: str, where: JobProgress | None) -> JobError:
         return cls(
             code=ErrorCode.WORKER_LOST,
@@ -101,6 +118,26 @@ class JobError(BaseModel):
             epoch=None if where is None else where.epoch,
             step=None if where is None else where.step,
         )
+
+
+FREE_SPACE = (
+    "Free space in the data directory (old jobs' models and checkpoints, unused datasets) "
+    "or move it to a larger volume, then submit the job again"
+)
+# errno values for a full disk, or a user's or a filesystem's quota used up.
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def no_space_left(exc: BaseException) -> OSError | None:
+    """The "no space left on device" error that `exc` is, or was raised from."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; never loop on a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

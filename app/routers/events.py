@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
+from app.deps import CurrentTenant
 from app.routers.jobs import JobDep, job_errors
 from app.schemas.common import error_responses
+from app.schemas.openapi import EVENT_ID_PATTERN
 from app.services.events import EventCursor, JobEventHub
 from app.services.monitoring import counted
 
@@ -73,7 +75,21 @@ def event_hub(request: Request) -> JobEventHub:
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
+            # OpenAPI 3.1: the schema of a text/event-stream describes each event.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["event", "data", "id"],
+                        "properties": {
+                            "event": {"enum": ["status", "progress", "metrics"]},
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+                        },
+                    },
+                    "example": _EXAMPLE,
+                }
+            },
             "description": "events until the job's terminal status",
         },
         **job_errors(404, 422, examples={422: _CURSOR_422}),
@@ -82,11 +98,15 @@ def event_hub(request: Request) -> JobEventHub:
 async def job_events(
     request: Request,
     job: JobDep,
+    caller: CurrentTenant,
     hub: Annotated[JobEventHub, Depends(event_hub)],
     cursor: Annotated[EventCursor | None, Depends(event_cursor)],
 ) -> StreamingResponse:
     return StreamingResponse(
-        counted(hub.stream(job.id, cursor), request.app.state.event_streams),
+        counted(
+            request.app.state.key_watch.until_revoked(caller.key_id, hub.stream(job.id, cursor)),
+            request.app.state.event_streams,
+        ),
         media_type="text/event-stream",
         # No caching, and no buffering by nginx-style proxies, which would delay events.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

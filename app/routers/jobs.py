@@ -104,7 +104,7 @@ IdempotencyKey = Annotated[
     "the dataset, `init_from`) before the job is queued.\n\nDevice routing: " + ROUTING_RULE,
     responses={
         200: {"model": JobPublic, "description": "An earlier job with this Idempotency-Key"},
-        **job_errors(422),
+        **job_errors(400, 422),
     },
 )
 def submit_job(
@@ -140,6 +140,21 @@ async def get_job(job: JobDep, session: SessionDep) -> JobPublic:
     return jobs.job_public(session, job)
 
 
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a finished job and its files",
+    description="Its metrics, checkpoints and model go with it, and its model's bytes stop "
+    "counting towards the tenant's storage quota.",
+    responses=job_errors(
+        404, 409, descriptions={409: "the job is queued or running, or its sweep is running"}
+    ),
+)
+def delete_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Response:
+    jobs.delete_job(session, settings, job)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
@@ -161,7 +176,10 @@ def job_metrics(
     job: JobDep,
     session: SessionDep,
     name: Annotated[list[str] | None, Query(description="series to return (repeatable)")] = None,
-    since_step: Annotated[int | None, Query(ge=0, description="only steps ≥ this")] = None,
+    # Bounded by the database's 64-bit integers (a larger one was a 500).
+    since_step: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="only steps ≥ this")
+    ] = None,
     max_points: Annotated[
         int | None,
         Query(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from app.schemas.common import error_responses
 from app.services import monitoring
 
 router = APIRouter(tags=["health"])
@@ -20,7 +21,8 @@ router = APIRouter(tags=["health"])
         200: {
             "content": {"text/plain": {"schema": {"type": "string"}}},
             "description": "the Prometheus text exposition format",
-        }
+        },
+        **error_responses(503),
     },
 )
 def prometheus_metrics(request: Request) -> Response:

@@ -50,8 +50,12 @@ def job_model(job: JobDep, session: SessionDep, settings: SettingsDep) -> ModelR
     },
     responses=job_errors(
         404,
+        413,
         422,
-        descriptions={404: "no such job, or it has no model yet"},
+        descriptions={
+            404: "no such job, or it has no model yet",
+            413: "the body is larger than 10,000 examples of this model's input can be",
+        },
         examples={422: _SHAPE_422},
     ),
 )

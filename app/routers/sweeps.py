@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import WithJsonSchema
 
 from app.deps import CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.domain.db.engine import reading
@@ -29,6 +30,19 @@ from app.services import sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=error_responses(401))
 
+# One Server-Sent Event (OpenAPI 3.1: the schema of a text/event-stream is each event's).
+SWEEP_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["sweep", "trial"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the sweep (as `GET /v1/sweeps/{id}`) or one trial row",
+        },
+    },
+}
 EVENT_POLL_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 15.0
 _SWEEP = "2d1b8c4e-7a55-4d0e-9d3c-3f1f4b6e2a10"
@@ -68,11 +82,13 @@ SweepDep = Annotated[Sweep, Depends(sweep_for_tenant)]
     "a job's, every parameter path, each categorical value and each range's ends (a "
     "normal's mean ± 3 std) as a spec, and the metric. Then the first `max_concurrent` "
     "trials are queued; each is an ordinary job (`GET /v1/jobs?sweep=<id>`).",
-    responses=job_errors(422, examples=_ERRORS),
+    responses=job_errors(400, 422, examples=_ERRORS),
 )
 def submit_sweep(
     body: Annotated[
         dict[str, Any],
+        # Validated by the service (`loc`s into the body); documented as SweepCreate.
+        WithJsonSchema({"$ref": "#/components/schemas/SweepCreate"}),
         Body(openapi_examples={"digits": {"summary": "API.md's sweep", "value": SWEEP_EXAMPLE}}),
     ],
     session: SessionDep,
@@ -121,11 +137,19 @@ def cancel_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
     "and whenever it changes; `event: trial` (a row of `/trials`) for each trial that is "
     "new or changed. Polled every 0.5 s; the stream ends after the sweep's terminal status.",
     response_class=StreamingResponse,
-    responses=job_errors(404, examples=_ERRORS),
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SWEEP_EVENT_SCHEMA}},
+            "description": "events until the sweep's terminal status",
+        },
+        **job_errors(404, examples=_ERRORS),
+    },
 )
-async def sweep_events(sweep: SweepDep, request: Request) -> StreamingResponse:
+async def sweep_events(
+    sweep: SweepDep, caller: CurrentTenant, request: Request
+) -> StreamingResponse:
     return StreamingResponse(
-        _events(request, sweep),
+        request.app.state.key_watch.until_revoked(caller.key_id, _events(request, sweep)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

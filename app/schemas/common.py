@@ -6,12 +6,18 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.pagination import decode_cursor
+from app.pagination import MAX_CURSOR_LENGTH, decode_cursor
 
 ItemT = TypeVar("ItemT")
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
+# What the schema says of a cursor (documentation only: `_decodable` is the check). The
+# format names the opaque token, so a client or a fuzzer knows it is not free text.
+CURSOR_SCHEMA: dict[str, Any] = {
+    "format": "page-cursor",
+    "pattern": f"^[A-Za-z0-9_-]{{0,{MAX_CURSOR_LENGTH}}}$",  # empty: the first page
+}
 
 
 class Page(BaseModel, Generic[ItemT]):
@@ -24,6 +30,7 @@ class Page(BaseModel, Generic[ItemT]):
     data: list[ItemT]
     next_cursor: str | None = Field(
         description="opaque; null on the last page",
+        json_schema_extra=CURSOR_SCHEMA,
         examples=[
             "MjAyNS0wMS0wMVQxMjowMDowMCswMDowMHwwYjdlOGY1Yy0zZjBhLTRjMWUtOWQyYi02YTVlNGMzYjJhMTk"
         ],
@@ -40,7 +47,10 @@ class PageQuery(BaseModel):
         DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="page size (at most 200)"
     )
     cursor: str | None = Field(
-        None, description="the previous page's next_cursor; absent for the first page"
+        None,
+        description="the previous page's `next_cursor`, unchanged; absent for the first "
+        'page. Opaque: any other value answers 422 at `["query", "cursor"]`',
+        json_schema_extra=CURSOR_SCHEMA,
     )
 
     @field_validator("cursor")
@@ -90,8 +100,26 @@ class ErrorList(BaseModel):
     detail: list[ErrorItemPublic]
 
 
+class ErrorDetail(BaseModel):
+    """An error answered either way: a message, or located problems."""
+
+    detail: str | list[ErrorItemPublic]
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
 _ERRORS: dict[int, tuple[type[BaseModel], str, Any]] = {
-    400: (ErrorMessage, "malformed request body", "the multipart body is malformed: …"),
+    400: (
+        ErrorMessage,
+        "malformed request body (unparseable JSON, broken multipart framing)",
+        "There was an error parsing the body",
+    ),
     401: (
         ErrorMessage,
         "missing or invalid API key",
@@ -100,8 +128,9 @@ _ERRORS: dict[int, tuple[type[BaseModel], str, Any]] = {
     404: (ErrorMessage, "no such resource for this API key's tenant", "dataset not found"),
     409: (ErrorMessage, "conflicts with the resource's state", "in use by a queued job …"),
     413: (
-        ErrorList,
-        "the upload exceeds a size limit (cut off while streaming)",
+        ErrorDetail,
+        "the request body exceeds a size limit (cut off while streaming): located problems "
+        "for an upload, a message otherwise",
         [
             {
                 "loc": ["body", "file"],
@@ -120,16 +149,36 @@ _ERRORS: dict[int, tuple[type[BaseModel], str, Any]] = {
         "invalid input; `loc` names the field, row, column, array or member at fault",
         [{"loc": ["body", "task"], "msg": "Input should be …", "type": "literal_error"}],
     ),
+    429: (
+        ErrorMessage,
+        "over the key's request rate (BACKPROP_RATE_LIMIT) or a tenant quota "
+        "(BACKPROP_MAX_ACTIVE_JOBS, BACKPROP_MAX_STORAGE_BYTES); `detail` names it",
+        "this key made more than 20 requests in the last second (BACKPROP_RATE_LIMIT): …",
+    ),
+    503: (
+        ErrorMessage,
+        "the database is unreachable, busy or lost its connection; retry after "
+        "`Retry-After` seconds",
+        "the database connection was lost; retry the request",
+    ),
 }
+_HEADERS: dict[int, dict[str, Any]] = {429: _RETRY_AFTER, 503: _RETRY_AFTER}
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries, with schema and example, for these error statuses."""
-    return {
-        code: {
-            "model": _ERRORS[code][0],
-            "description": _ERRORS[code][1],
-            "content": {"application/json": {"example": {"detail": _ERRORS[code][2]}}},
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        model, description, example = _ERRORS[code]
+        responses[code] = {
+            "model": model,
+            "description": description,
+            "content": {"application/json": {"example": {"detail": example}}},
         }
-        for code in codes
-    }
+        if code in _HEADERS:
+            responses[code]["headers"] = _HEADERS[code]
+    return responses
+
+
+# Every authenticated route: a missing or wrong key, the rate limit, a lost database.
+AUTHENTICATED_ERRORS = (401, 429, 503)

@@ -142,6 +142,12 @@ class DatasetUploadForm(BaseModel):
 def upload_request_body() -> dict[str, Any]:
     """The OpenAPI `requestBody` of the upload (read from the stream, not by FastAPI)."""
     schema = DatasetUploadForm.model_json_schema()
+    for field in schema["properties"].values():
+        # A form field is text or absent; it cannot be null (a "null" would be the text).
+        branches = [b for b in field.pop("anyOf", []) if b.get("type") != "null"]
+        if branches:
+            field.update(branches[0])
+        field.pop("default", None)
     schema["properties"] = {
         "file": {
             "type": "string",

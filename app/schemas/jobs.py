@@ -23,6 +23,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "name": "digits-cnn",
     "status": JobStatus.RUNNING,
     "attempt": 1,
+    "platform_interruptions": 0,
     "dataset": "builtin:digits",
     "device": "cpu",
     "worker": "host-1",
@@ -30,6 +31,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "started_at": "2025-01-01T12:00:01Z",
     "finished_at": None,
     "queue_position": None,
+    "waiting_for": None,
     "progress": {"epoch": 3, "epochs": 20, "step": 72, "steps": 480, "fraction": 0.15},
     "eta_seconds": 12.5,
     "summary": None,
@@ -55,7 +57,20 @@ class JobPublic(BaseModel):
     id: str
     name: str
     status: JobStatus
-    attempt: int = Field(description="1, plus one for every time a lost worker re-queued it")
+    attempt: int = Field(
+        description="1, plus one for every crash of the job's own making that re-queued it "
+        "(its training process exited without reporting a result); `failed` with "
+        "`worker_lost` after `max_attempts` (default 3)"
+    )
+    platform_interruptions: int = Field(
+        0,
+        description="times the platform interrupted the job and re-queued it with the same "
+        "attempt: its training process killed from outside (SIGKILL, the OOM killer), its "
+        "worker lost (an expired lease); a worker's clean shutdown, which hands the job back "
+        "after a checkpoint, does not count. A generous cap "
+        "(BACKPROP_MAX_PLATFORM_INTERRUPTIONS, default 100) still ends a job that keeps "
+        "being killed",
+    )
     dataset: str = Field(description='"builtin:<name>" or an uploaded dataset id')
     device: Literal["auto", "cpu", "gpu"] = Field(
         description="the spec's `device` until a worker claims the job, then the device it runs on"
@@ -68,6 +83,12 @@ class JobPublic(BaseModel):
         None,
         description="1-based place among the queued jobs of its queue (all tenants, oldest "
         "first); null unless queued",
+    )
+    waiting_for: str | None = Field(
+        None,
+        description='what a queued job waits for beyond its turn: "4 devices" while it asks '
+        "for more devices (`resources.devices`) than any live worker of its queue has; "
+        "null otherwise",
     )
     progress: JobProgress | None
     eta_seconds: float | None
@@ -87,10 +108,14 @@ class JobPublic(BaseModel):
     trial: TrialOfJob | None = Field(None, description="its trial number and sampled values")
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None = None) -> JobPublic:
-        """The body of a job row; `queue_position` is not a column (see services.jobs)."""
+    def of(
+        cls, job: Job, queue_position: int | None = None, waiting_for: str | None = None
+    ) -> JobPublic:
+        """The body of a job row; `queue_position` and `waiting_for` are not columns (see
+        services.jobs and `app.domain.submission.devices_waiting_for`)."""
         public = cls.model_validate(job)
         public.queue_position = queue_position
+        public.waiting_for = waiting_for
         return public
 
 

@@ -7,6 +7,16 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_EXAMPLES = 10_000
+# How deeply the schema describes an example's nesting (an image is [h, w, c]: 3 levels).
+MAX_INPUT_RANK = 6
+
+
+def _numbers(rank: int) -> dict[str, Any]:
+    """JSON Schema of a number or of nested lists of numbers, `rank` levels deep at most."""
+    if rank == 0:
+        return {"type": "number"}
+    return {"anyOf": [{"type": "number"}, {"type": "array", "items": _numbers(rank - 1)}]}
+
 
 _IRIS_EXAMPLES: list[Any] = [[-0.9, 1.0, -1.3, -1.3], [1.0, 0.1, 0.9, 1.2]]
 
@@ -27,6 +37,9 @@ class PredictionRequest(BaseModel):
             max_length=MAX_EXAMPLES,
             description="1 to 10,000 examples, each a nested list of numbers with the "
             "shape of the training data's examples (the dataset's `input_shape`)",
+            # Documents the values (no strings, null or true/false); the service checks
+            # them and the shape in one pass (`loc` names the example).
+            json_schema_extra={"items": _numbers(MAX_INPUT_RANK)},
         ),
     ]
 

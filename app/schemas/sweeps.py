@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.domain.status import JobStatus, SweepStatus
-from app.domain.sweeps.definition import EarlyTermination, Metric
+from app.domain.sweeps.definition import EarlyTermination, Metric, SweepDefinition
 from app.schemas.common import Page, PageQuery
 from core.spec.examples import DIGITS_CNN
 
@@ -86,6 +86,26 @@ class TrialPublic(BaseModel):
 class TrialsPublic(BaseModel):
     sweep_id: str
     data: list[TrialPublic]
+
+
+def sweep_create_schema() -> dict[str, Any]:
+    """The JSON Schema of `POST /v1/sweeps`' body, its `$defs` for the OpenAPI components.
+
+    The route validates the body itself (`loc`s into it), so the schema is documentation:
+    the definition's fields, `spec` a JobSpec, and `max_trials` required unless a grid.
+    """
+    schema = SweepDefinition.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema["properties"]["spec"] = {
+        "$ref": "#/components/schemas/JobSpec",
+        "description": "the base JobSpec that each trial's values are laid over",
+    }
+    schema["anyOf"] = [
+        {"required": ["max_trials"]},
+        {"required": ["method"], "properties": {"method": {"const": "grid"}}},
+    ]
+    schema["title"] = "SweepCreate"
+    schema["description"] = 'A hyperparameter sweep (API.md, "Sweeps").'
+    return schema
 
 
 class SweepsQuery(PageQuery):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,18 +21,19 @@ from app.domain.dataset_store import (
     BUILTIN_CREATED_AT,
     builtin_fingerprint,
     builtin_ref,
-    dataset_directory,
 )
 from app.domain.db.engine import reading
 from app.domain.db.models import Dataset as DatasetRow
 from app.domain.db.models import Job
 from app.domain.db.types import new_id
 from app.domain.errors import Conflict, InvalidInput
+from app.domain.quotas import check_storage_quota, storage_exceeded, storage_room
 from app.domain.status import ACTIVE_STATUSES
+from app.domain.storage import DATASETS_PREFIX, Storage, storage_for
 from app.pagination import newest_first_page
 from app.schemas.common import PageQuery
 from app.schemas.datasets import DatasetPublic, DatasetsPublic, DatasetUploadForm
-from app.services.upload_stream import ReceivedUpload, receive_upload
+from app.services.upload_stream import ReceivedUpload, file_too_large, receive_upload
 from core.data import (
     BUILDERS,
     DatasetInfo,
@@ -60,32 +61,49 @@ async def create_dataset(
 ) -> DatasetPublic:
     """Stream an upload to disk, convert it once into `datasets_dir/<id>/`, add its row.
 
-    On any failure no temporary file, no dataset directory and no row remain.
+    On any failure no temporary file, no dataset directory and no row remain. A tenant
+    near its storage quota has the upload cut off as soon as it passes the room left.
     """
+    room = await anyio.to_thread.run_sync(_storage_room, session, settings, tenant_id)
+    cap = settings.max_upload_bytes
+    too_large: Callable[[int], Exception] = file_too_large
+    if room is not None and room < cap:  # the quota binds first: cut off at the room left
+        limit = settings.max_storage_bytes or 0
+        more = f"; this upload is larger than the {room:,} bytes left"
+        cap, too_large = room, lambda _: storage_exceeded(limit - room, limit, more)
     async with receive_upload(
         headers,
         body,
         directory=settings.data_dir / UPLOADS_DIR,
-        max_file_bytes=settings.max_upload_bytes,
+        max_file_bytes=cap,
+        too_large=too_large,
     ) as upload:
         form = _validated_form(upload.fields)
         dataset_id = new_id()
-        directory = settings.datasets_dir / dataset_id
+        key = f"{DATASETS_PREFIX}/{dataset_id}"
+        store = storage_for(settings)
+        # Converted where the store wants it written: in place in the data directory, or a
+        # local folder that is then streamed to the object store and removed.
+        directory = store.scratch(key)
         try:
             limits = Limits(max_bytes=settings.max_upload_bytes)
             info = await anyio.to_thread.run_sync(_convert, upload, form, directory, limits)
+            await anyio.to_thread.run_sync(store.put_tree, directory, key)
             row = DatasetRow(
                 id=dataset_id,
                 tenant_id=tenant_id,
                 **described(info),
                 size_bytes=upload.size_bytes,
                 sha256=upload.sha256,
-                storage_path=directory.relative_to(settings.data_dir).as_posix(),
+                storage_path=key,
             )
-            await anyio.to_thread.run_sync(_insert, session, row)
+            await anyio.to_thread.run_sync(_insert, session, settings, row)
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            await anyio.to_thread.run_sync(_remove_files, store, key)
             raise
+        finally:
+            if not store.in_place:
+                shutil.rmtree(directory, ignore_errors=True)
     return DatasetPublic.model_validate(row)
 
 
@@ -131,8 +149,14 @@ def _convert(
     return dataset.info
 
 
-def _insert(session: Session, row: DatasetRow) -> None:
-    with session.begin():
+def _storage_room(session: Session, settings: Settings, tenant_id: str) -> int | None:
+    with reading(session):
+        return storage_room(session, settings, tenant_id)
+
+
+def _insert(session: Session, settings: Settings, row: DatasetRow) -> None:
+    with session.begin():  # uploads at once each saw room; together they may not fit
+        check_storage_quota(session, settings, row.tenant_id, adding=row.size_bytes)
         session.add(row)
 
 
@@ -187,7 +211,7 @@ def delete_dataset(session: Session, settings: Settings, row: DatasetRow) -> Non
     cleared so the row can go.
     """
     # Read before the transaction: a rollback expires `row`, and reloading it would need one.
-    dataset_id, directory = row.id, dataset_directory(settings, row)
+    dataset_id, key = row.id, row.storage_path
     uses = or_(Job.dataset_id == dataset_id, Job.validation_dataset_id == dataset_id)
     try:
         with session.begin():
@@ -205,7 +229,7 @@ def delete_dataset(session: Session, settings: Settings, row: DatasetRow) -> Non
             session.delete(row)
     except IntegrityError as exc:  # a job referencing it was submitted meanwhile
         raise _in_use(dataset_id, []) from exc
-    _remove_files(directory)
+    _remove_files(storage_for(settings), key)
 
 
 def _in_use(dataset_id: str, job_ids: list[str]) -> Conflict:
@@ -216,10 +240,8 @@ def _in_use(dataset_id: str, job_ids: list[str]) -> Conflict:
     )
 
 
-def _remove_files(directory: Path) -> None:
+def _remove_files(store: Storage, key: str) -> None:
     try:
-        shutil.rmtree(directory)
-    except FileNotFoundError:
-        pass
+        store.delete_tree(key)
     except OSError:  # the row is gone already; leftover files are only wasted space
-        logger.warning("could not remove %s", directory, exc_info=True)
+        logger.warning("could not remove %s from %s", key, store.url, exc_info=True)

@@ -1,4 +1,5 @@
-"""The checks a submitted job passes before it is stored: its datasets and `init_from`.
+"""The checks a submitted job passes before it is stored: its datasets, its devices and
+`init_from`.
 
 Each failure is a `SpecError` whose loc points into the request body (422).
 """
@@ -18,11 +19,15 @@ from app.config import Settings
 from app.domain import dataset_store
 from app.domain.db.engine import reading
 from app.domain.db.models import Job
+from app.domain.storage import storage_for
 from core.data import BUILDERS, DatasetInfo
 from core.errors import FitError, SpecError
 from core.fit import fit_check
 from core.model import ModelShape, check_shapes
 from core.spec import JobSpec
+from core.train.data import training_examples
+from core.train.parallel import check_batch_splits
+from core.train.step import Batching
 
 SHAPE_CHECKS_KEPT = 1024  # distinct (model, loss, dataset shape) checks remembered
 
@@ -69,7 +74,28 @@ def check_limits(settings: Settings, spec: JobSpec, shape: ModelShape) -> None:
 
 
 def check_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
-    """The training dataset's info; 422 for a dataset (or validation dataset) not found."""
+    """The training dataset's info; 422 for a dataset (or validation dataset) not found,
+    or for a batch its `resources.devices` cannot split (`check_batch_splits_over_devices`,
+    which needs the dataset's size)."""
+    info = _checked_datasets(session, tenant_id, spec)
+    check_batch_splits_over_devices(spec, info)
+    return info
+
+
+def check_batch_splits_over_devices(spec: JobSpec, info: DatasetInfo) -> None:
+    """A data-parallel job's global batch must split evenly over its `resources.devices`
+    (422 at `training.batch_size`). The batch is `batch_size`, or the whole training set
+    when `batch_size` is `"full"` or larger. `"all"` is left to the worker that runs the
+    job, which knows its count: it uses the most of its devices that split the batch."""
+    devices = spec.resources.fixed_devices
+    if devices is None or devices == 1:
+        return
+    examples = training_examples(spec, info.num_examples)
+    batch = Batching.for_size(examples, spec.training.batch_size).size
+    check_batch_splits(batch, devices, spec.training.batch_size)
+
+
+def _checked_datasets(session: Session, tenant_id: str, spec: JobSpec) -> DatasetInfo:
     with reading(session):
         info = dataset_info_or_error(session, tenant_id, spec.dataset, ("dataset",))
         if spec.validation is None or spec.validation.dataset is None:
@@ -115,7 +141,8 @@ def check_init_from(
             loc, f"job {source_id} has no trained model to start from (status: {source.status})"
         )
     try:
-        with safe_open(str(settings.data_dir / source.model_path), framework="numpy") as file:
+        model = storage_for(settings).local_path(source.model_path)
+        with safe_open(str(model), framework="numpy") as file:
             # Shapes and dtypes from the header: the tensors themselves are never loaded.
             have = {name: _header_tensor(file.get_slice(name)) for name in file.keys()}  # noqa: SIM118
     except Exception as exc:  # missing or damaged file: either way it cannot be used

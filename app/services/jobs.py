@@ -13,17 +13,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, bindparam, case, func, literal, select, tuple_, update
+from sqlalchemy import (
+    CursorResult,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from app.config import Settings
 from app.domain.db.engine import reading
-from app.domain.db.models import Job
+from app.domain.db.models import Job, Sweep
 from app.domain.db.types import UTCDateTime, utcnow
 from app.domain.errors import Conflict, NotFound
-from app.domain.status import ACTIVE_STATUSES, JobStatus
-from app.domain.submission import check_active_quota, new_job, route_device
+from app.domain.quotas import check_active_quota, check_storage_quota
+from app.domain.status import ACTIVE_STATUSES, JobStatus, SweepStatus
+from app.domain.storage import StorageError, job_prefix, storage_for
+from app.domain.submission import devices_waiting_for, new_job, route_device
 from app.pagination import newest_first_page
 from app.queue import JobQueue
 from app.schemas.jobs import JobPublic, JobsPublic, JobsQuery
@@ -77,6 +91,7 @@ def submit_job(
     try:
         with session.begin():
             check_active_quota(session, settings, tenant_id, adding=1)
+            check_storage_quota(session, settings, tenant_id, adding=0)  # its model is to come
             job.queue = route_device(session, spec.device)
             session.add(job)
     except IntegrityError:
@@ -108,8 +123,10 @@ def list_jobs(session: Session, tenant_id: str, query: JobsQuery) -> JobsPublic:
             cursor=query.cursor,
         )
         positions = _queue_positions(session, page)
+        waiting = devices_waiting_for(session, page)
     return JobsPublic(
-        data=[JobPublic.of(job, positions.get(job.id)) for job in page], next_cursor=next_cursor
+        data=[JobPublic.of(job, positions.get(job.id), waiting.get(job.id)) for job in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -119,7 +136,8 @@ def job_public(session: Session, job: Job) -> JobPublic:
         return JobPublic.of(job)
     with reading(session):
         positions = _queue_positions(session, [job])
-    return JobPublic.of(job, positions.get(job.id))
+        waiting = devices_waiting_for(session, [job])
+    return JobPublic.of(job, positions.get(job.id), waiting.get(job.id))
 
 
 def cancel_job(session: Session, job: Job) -> JobPublic:
@@ -150,15 +168,51 @@ def cancel_job(session: Session, job: Job) -> JobPublic:
     return job_public(session, job)
 
 
+def delete_job(session: Session, settings: Settings, job: Job) -> None:
+    """Delete a finished job: its row (metrics and artifact rows with it), then its files
+    (checkpoints and model), which frees its model's bytes from the storage quota.
+    Conflict for a queued or running job, and for a trial of a sweep still running (the
+    sweep's sampler learns from its trials)."""
+    job_id = job.id
+    with session.begin():
+        deleted = session.execute(
+            delete(Job).where(
+                Job.id == job_id,
+                Job.status.not_in(ACTIVE_STATUSES),
+                or_(
+                    Job.sweep_id.is_(None),
+                    ~exists().where(Sweep.id == Job.sweep_id, Sweep.status == SweepStatus.RUNNING),
+                ),
+            )
+        )
+        if not cast(CursorResult[Any], deleted).rowcount:
+            session.refresh(job)
+            if job.status in ACTIVE_STATUSES:
+                raise Conflict(
+                    f"job {job_id} is {job.status}: cancel it (POST /v1/jobs/{job_id}/cancel) "
+                    "and wait for it to end, then delete it"
+                )
+            raise Conflict(
+                f"job {job_id} is a trial of sweep {job.sweep_id}, which is still running: "
+                "cancel the sweep or wait for it to end, then delete the job"
+            )
+    store = storage_for(settings)
+    try:
+        store.delete_tree(job_prefix(job_id))
+    except OSError:  # the row is gone already; leftover files are only wasted space
+        log.warning("could not remove job %s's files from %s", job_id, store.url, exc_info=True)
+
+
 def model_file(settings: Settings, job: Job) -> Path:
-    """The path of the job's `.safetensors` model; NotFound until the worker has written one."""
+    """A path on this host of the job's `.safetensors` model (with object storage, a cached
+    copy); NotFound until the worker has written one."""
     if job.model_path is None:
         hint = "" if job.status.terminal else "; it is written when the job succeeds"
         raise NotFound(f"job {job.id} has no model (status: {job.status}){hint}")
-    path = settings.data_dir / job.model_path
-    if not path.is_file():
-        raise NotFound(f"the model file of job {job.id} is missing")
-    return path
+    try:
+        return storage_for(settings).local_path(job.model_path)
+    except StorageError as exc:
+        raise NotFound(f"the model file of job {job.id} is missing: {exc}") from exc
 
 
 def download_name(job: Job) -> str:

@@ -15,6 +15,7 @@ from app.domain.db.engine import reading
 from app.domain.db.models import Job, Sweep
 from app.domain.db.types import new_id, utcnow
 from app.domain.errors import Conflict
+from app.domain.quotas import check_storage_quota
 from app.domain.status import SweepStatus
 from app.domain.sweeps import controller
 from app.domain.sweeps.definition import (
@@ -75,6 +76,7 @@ def submit_sweep(
         created_at=utcnow(),
     )
     with session.begin():
+        check_storage_quota(session, settings, tenant_id, adding=0)  # trials make models
         session.add(sweep)
         session.flush()
         made = controller.top_up(session, sweep_id, settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,13 +63,15 @@ async def receive_upload(
     *,
     directory: Path,
     max_file_bytes: int,
+    too_large: Callable[[int], Exception] = file_too_large,
 ) -> AsyncIterator[ReceivedUpload]:
     """Stream a multipart body to a temporary file in `directory`, deleted on exit.
 
     Raises:
       UnsupportedMediaType: the body is not multipart/form-data.
       MalformedRequest: the multipart framing is broken.
-      DatasetError: kind too_large (413) as soon as the file passes `max_file_bytes`, or
+      DatasetError: kind too_large (413) as soon as the file passes `max_file_bytes` (or
+        what `too_large(max_file_bytes)` makes, when the cap is another limit's), or
         at once when Content-Length says the body will.
       InvalidInput: no `file` part, two of them, or a field that is not UTF-8 (or too long).
     """
@@ -77,20 +79,20 @@ async def receive_upload(
     body_limit = max_file_bytes + MAX_FIELD_BYTES + FRAMING_BYTES
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_limit:
-        raise file_too_large(max_file_bytes)
+        raise too_large(max_file_bytes)
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
     path = Path(name)
     try:
         async with aclosing(body):
             with os.fdopen(fd, "wb") as file:
-                form = _FormSink(file, max_file_bytes)
+                form = _FormSink(file, max_file_bytes, too_large)
                 parser = MultipartParser(boundary, form.callbacks())
                 received = 0
                 async for chunk in body:
                     received += len(chunk)
                     if received > body_limit:
-                        raise file_too_large(max_file_bytes)
+                        raise too_large(max_file_bytes)
                     if chunk:
                         await anyio.to_thread.run_sync(_feed, parser, chunk)
         yield form.result(path)
@@ -132,9 +134,10 @@ def _field_error(field: str, msg: str, type: str) -> InvalidInput:
 class _FormSink:
     """python-multipart callbacks: the file part to disk, other fields to memory."""
 
-    def __init__(self, file: BinaryIO, max_file_bytes: int):
+    def __init__(self, file: BinaryIO, max_file_bytes: int, too_large: Callable[[int], Exception]):
         self._file = file
         self._max_file_bytes = max_file_bytes
+        self._too_large = too_large
         self._digest = hashlib.sha256()
         self._size = 0
         self._filename: str | None = None
@@ -213,7 +216,7 @@ class _FormSink:
         if self._kind == "file":
             self._size += end - start
             if self._size > self._max_file_bytes:
-                raise file_too_large(self._max_file_bytes)
+                raise self._too_large(self._max_file_bytes)
             piece = data[start:end]
             self._digest.update(piece)
             self._file.write(piece)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from core.spec.base import PositiveInt, StrictModel, printable, shorthand
 from core.spec.layers import LayerSpec
@@ -27,8 +27,36 @@ class Validation(StrictModel):
 MAX_LAYERS = 1000
 
 
+# `_one_form` in JSON Schema terms, so that the published schema admits only models the
+# validator accepts: `layers` alone, or `nodes` with `output` (a null counts as absent).
+_ONE_FORM: dict[str, Any] = {
+    "oneOf": [
+        {
+            "title": "chain",
+            "required": ["layers"],
+            "properties": {
+                "layers": {"type": "array"},
+                "nodes": {"type": "null"},
+                "output": {"type": "null"},
+            },
+        },
+        {
+            "title": "graph",
+            "required": ["nodes", "output"],
+            "properties": {
+                "nodes": {"type": "array"},
+                "output": {"type": "string"},
+                "layers": {"type": "null"},
+            },
+        },
+    ]
+}
+
+
 class ModelSpec(StrictModel):
     """A chain (`layers`) or a graph (`nodes` + `output`); exactly one of the two."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_FORM)
 
     layers: Annotated[list[LayerSpec], Field(max_length=MAX_LAYERS)] | None = None
     nodes: Annotated[list[LayerSpec], Field(max_length=MAX_LAYERS)] | None = None
@@ -147,6 +175,36 @@ class InitFrom(StrictModel):
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
 
 
+# The most devices one job may ask for: a host with more is rare, and a typo (devices:
+# 800) should be refused at submit rather than wait forever for such a worker.
+MAX_DEVICES = 64
+
+
+def _device_count(value: Any) -> Any:
+    """One clear message for every bad `devices` (the union would report one per member)."""
+    if value == "all" or (type(value) is int and 1 <= value <= MAX_DEVICES):
+        return value
+    raise ValueError(
+        f'devices must be a whole number from 1 to {MAX_DEVICES}, or "all" (every device of '
+        f"the worker that runs the job); got {value!r}"
+    )
+
+
+class Resources(StrictModel):
+    """What a job needs of the worker that runs it: `devices` local accelerators (or CPU
+    devices) for data-parallel training, an integer or `"all"` of the worker's devices."""
+
+    devices: Annotated[
+        Annotated[int, Field(ge=1, le=MAX_DEVICES)] | Literal["all"],
+        BeforeValidator(_device_count),
+    ] = 1
+
+    @property
+    def fixed_devices(self) -> int | None:
+        """The number of devices asked for; None for `"all"` (known once a worker runs it)."""
+        return None if self.devices == "all" else int(self.devices)
+
+
 class JobSpec(StrictModel):
     name: Name | None = None
     dataset: Annotated[str, Field(min_length=1)]
@@ -158,3 +216,4 @@ class JobSpec(StrictModel):
     training: Training = Field(default_factory=Training)
     init_from: InitFrom | None = None
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    resources: Resources = Field(default_factory=Resources)

@@ -16,6 +16,9 @@ class StopReason(StrEnum):
     STOP_WHEN = "stop_when"
     CANCELLED = "cancelled"  # the callbacks asked to stop
     PRUNED = "pruned"  # the callbacks asked to stop for a search (a sweep's early termination)
+    # The callbacks asked to pause, to be resumed later: the run goes on to its next epoch
+    # boundary, writes a checkpoint there and stops (a worker shutting down).
+    SUSPENDED = "suspended"
 
 
 class Phase(StrEnum):
@@ -92,5 +95,6 @@ class Callbacks:
 
     def should_stop(self) -> bool | StopReason:
         """Return True (a cancellation) or the reason, CANCELLED or PRUNED, to stop cleanly
-        at the next chunk boundary; the run's result keeps the parameters it has then."""
+        at the next chunk boundary; the run's result keeps the parameters it has then.
+        SUSPENDED stops at the next epoch boundary instead, after a checkpoint there."""
         return False

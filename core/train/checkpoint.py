@@ -52,10 +52,15 @@ def latest_checkpoint(directory: Path | None) -> Path | None:
     return found[-1] if found else None
 
 
-def prune_checkpoints(directory: Path, keep: int = 2) -> None:
-    """Delete all but the newest `keep` checkpoints."""
+def prune_checkpoints(directory: Path, written: Path, keep: int = 2) -> None:
+    """After writing `written`: delete the checkpoints of later epochs (an abandoned
+    attempt's, which a resume from an earlier one replaces), then all but the newest `keep`.
+    By epoch alone, the file just written could be pruned in favour of such stale ones."""
     found = sorted(p for p in directory.iterdir() if _NAME.match(p.name))
-    for old in found[:-keep]:
+    current = [p for p in found if p.name <= written.name]
+    for stale in found[len(current) :]:
+        stale.unlink(missing_ok=True)
+    for old in current[:-keep]:
         old.unlink(missing_ok=True)
 
 

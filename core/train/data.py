@@ -32,7 +32,7 @@ def split_validation(
     split = spec.validation.split
     assert split is not None  # Validation enforces exactly one of split / dataset
     n = len(dataset.x)
-    held_out = max(1, round(n * split))
+    held_out = held_out_count(n, split)
     if held_out >= n:
         raise SpecError.at(
             ("validation", "split"),
@@ -46,6 +46,18 @@ def split_validation(
         return Dataset(np.asarray(dataset.x[idx]), np.asarray(dataset.y[idx]), info)
 
     return subset(train_idx), subset(val_idx)
+
+
+def held_out_count(num_examples: int, split: float) -> int:
+    """How many of `num_examples` a `validation.split` holds out (at least one)."""
+    return max(1, round(num_examples * split))
+
+
+def training_examples(spec: JobSpec, num_examples: int) -> int:
+    """How many of a dataset's `num_examples` the run trains on, after its hold-out."""
+    if spec.validation is None or spec.validation.split is None:
+        return num_examples
+    return num_examples - held_out_count(num_examples, spec.validation.split)
 
 
 def epoch_order(epoch_key: jax.Array, num_examples: int, shuffle: bool) -> jax.Array:

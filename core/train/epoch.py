@@ -145,18 +145,27 @@ def make_evaluate(
     return evaluate
 
 
-def make_epoch_end_fn(end: EpochEnd) -> Callable[..., tuple[EpochResult, Any, EarlyState]]:
-    """`end(state, stats, best, early, epoch, val, limits)` jitted: a long epoch's end."""
-    return jax.jit(end)
+def make_epoch_end_fn(
+    end: EpochEnd, jit: Callable[..., Any] = jax.jit
+) -> Callable[..., tuple[EpochResult, Any, EarlyState]]:
+    """`end(state, stats, best, early, epoch, val, limits)` jitted (by `jit`, e.g. a
+    data-parallel `Placement.jit`): a long epoch's end."""
+    return jit(end)
 
 
 def make_epochs_fn(
-    step: TrainStep, batching: Batching, end: EpochEnd, shuffle: bool, capacity: int
+    step: TrainStep,
+    batching: Batching,
+    end: EpochEnd,
+    shuffle: bool,
+    capacity: int,
+    jit: Callable[..., Any] = jax.jit,
 ) -> Callable[..., tuple[TrainState, Any, EarlyState, EpochsOut]]:
     """Build `run(state, best, early, x, y, val, data_key, first, count, limits)`: train
     epochs `first, first + 1, …` until `count` (traced, ≤ `capacity`) have run or the
     epoch just run stopped the run; returns the new state, best, early-stopping state and
-    the epochs' results. `state` and `best` are donated."""
+    the epochs' results. `state` and `best` are donated; `jit` compiles it (`jax.jit`, or a
+    data-parallel run's `Placement.jit`)."""
     steps = batching.steps
 
     def run(
@@ -215,4 +224,4 @@ def make_epochs_fn(
         )
         return state, best, early, out
 
-    return jax.jit(run, donate_argnums=(0, 1))
+    return jit(run, donate_argnums=(0, 1))

@@ -9,7 +9,7 @@ points, callbacks) and checkpoint when one is due.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from core.train.epoch import (
     make_epochs_fn,
     make_evaluate,
 )
+from core.train.parallel import Placement
 from core.train.plan import ChunkPlanner, Epochs, Steps
 from core.train.reporting import History, raise_if_non_finite
 from core.train.step import Batching, StepStats, TrainState, make_chunk_fn, make_train_step
@@ -56,6 +57,7 @@ class TrainResult:
     summary: dict[str, float | int | None]
     stop_reason: StopReason
     steps_completed: int
+    devices: int = 1  # the devices the batch was split over (`resources.devices`)
 
 
 class _StopRequested(Exception):
@@ -82,7 +84,10 @@ class _Run:
         self.spec, self.opts = spec, spec.training
         self.callbacks = callbacks
         self.checkpoint_dir = checkpoint_dir
-        self.batching = Batching.for_size(len(train_data.x), self.opts.batch_size)
+        batching = Batching.for_size(len(train_data.x), self.opts.batch_size)
+        self.placement = Placement.for_spec(spec, batching.size)
+        self.batching = replace(batching, sharding=self.placement.batch_sharding)
+        self.val_batching = self._val_batching(val_data)
         self.total_steps = self.batching.steps * self.opts.epochs
 
         self.model = Model(spec.model)
@@ -96,22 +101,22 @@ class _Run:
         params, model_state = jax.jit(self.model.init, static_argnums=1)(init_key, input_shape)
         if init_params is not None:
             params = _checked_init_params(spec, input_shape, init_params, model_state)
-        self.state = TrainState(params, model_state, self.tx.init(params))
+        self.state = self.placement.put(TrainState(params, model_state, self.tx.init(params)))
         self.rules = StopRules(self.opts.early_stopping, self.opts.stop_when)
         self.limits = self.rules.limits()
         self.keeps_best = bool(self.opts.early_stopping and self.opts.early_stopping.restore_best)
         self.early = EarlyState.initial()
         self.best: Any = self._copy_of_params() if self.keeps_best else None
 
-        self.x, self.y = _on_device(train_data)
-        self.val = _on_device(val_data) if val_data is not None else None
+        self.x, self.y = _on_device(train_data, self.placement)
+        self.val = _on_device(val_data, self.placement) if val_data is not None else None
         jax.block_until_ready((self.x, self.y, self.val))
         callbacks.on_phase(Phase.DATA_ON_DEVICE)
         self.end = EpochEnd(
             summed=spec.loss.type in SUMMED,
             metric_names=tuple(self.metrics),
-            evaluate=self._evaluate(val_data),
-            val_batching=Batching.for_size(len(val_data.x), EVAL_BATCH) if val_data else None,
+            evaluate=self._evaluate(),
+            val_batching=self.val_batching,
             rules=self.rules,
             keeps_best=self.keeps_best,
         )
@@ -132,6 +137,7 @@ class _Run:
         self.stop_reason = StopReason.COMPLETED
         self.started = time.monotonic()
         self.last_checkpoint = self.started
+        self.suspending = False  # a suspension was asked for: stop at the epoch boundary
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -144,6 +150,8 @@ class _Run:
                 else:
                     self.run_long_epoch()
             except _StopRequested as stop:
+                if stop.reason == StopReason.SUSPENDED:
+                    self.save()  # at an epoch boundary: what a later run resumes from
                 self.callbacks.on_phase(Phase.TRAINING_DONE)
                 return self.result(stop.reason)
             self.checkpoint_if_due()
@@ -159,7 +167,14 @@ class _Run:
         key = ("epochs", chunk.capacity)
         step = make_train_step(self.model, self.loss, self.metrics, self.tx)
         self.program(
-            key, make_epochs_fn, step, self.batching, self.end, self.opts.shuffle, chunk.capacity
+            key,
+            make_epochs_fn,
+            step,
+            self.batching,
+            self.end,
+            self.opts.shuffle,
+            chunk.capacity,
+            self.placement.jit,
         )
         seconds, (self.state, self.best, self.early, out) = self.timed(
             key,
@@ -201,6 +216,8 @@ class _Run:
                 self.tx,
                 self.batching,
                 chunk.length,
+                1,
+                self.placement.jit,
             )
             seconds, (self.state, stats) = self.timed(
                 key, self.state, self.x, self.y, epoch_key, order, jnp.int32(position)
@@ -214,9 +231,9 @@ class _Run:
             position += chunk.length
             self.step += chunk.length
             if position < self.batching.steps:
-                self.between_chunks()
+                self.between_chunks(mid_epoch=True)
         stats = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-        end = self.program("epoch_end", make_epoch_end_fn, self.end)
+        end = self.program("epoch_end", make_epoch_end_fn, self.end, self.placement.jit)
         result, self.best, self.early = end(
             self.state,
             stats,
@@ -267,12 +284,21 @@ class _Run:
         if last.reached[count - 1]:
             self.stop_reason = StopReason.STOP_WHEN
 
-    def between_chunks(self) -> None:
-        """Progress, cancellation and the runtime limit, checked after every dispatch."""
+    def between_chunks(self, mid_epoch: bool = False) -> None:
+        """Progress, cancellation and the runtime limit, checked after every dispatch.
+
+        A suspension waits for the epoch boundary (checkpoints hold whole epochs), and
+        gives way to a run that ends here anyway (its last epoch, a stop rule fired).
+        """
         self.progress()
         if requested := self.callbacks.should_stop():
             reason = requested if isinstance(requested, StopReason) else StopReason.CANCELLED
-            raise _StopRequested(reason)
+            if reason != StopReason.SUSPENDED:
+                raise _StopRequested(reason)
+            self.suspending = True
+        ending = self.epoch >= self.opts.epochs or self.stop_reason != StopReason.COMPLETED
+        if self.suspending and not mid_epoch and not ending:
+            raise _StopRequested(StopReason.SUSPENDED)
         limit = self.opts.max_runtime_seconds
         if limit and time.monotonic() - self.started > limit:
             raise TrainingError(
@@ -305,6 +331,7 @@ class _Run:
     def timed(self, key: Any, *args: Any) -> tuple[float, Any]:
         """Run program `key` on `args` and wait for its results; compiled ahead of the
         first run, so the seconds returned never include compilation."""
+        args = self.placement.put(args)  # a compiled program takes its inputs' placement
         if key not in self.compiled:
             self.compiled[key] = self.programs[key].lower(*args).compile()
             if len(self.compiled) == 1:
@@ -334,7 +361,7 @@ class _Run:
             "seed": self.opts.seed,
         }
         path = write_checkpoint_atomically(self.checkpoint_dir, self.epoch, trees, meta)
-        prune_checkpoints(self.checkpoint_dir)
+        prune_checkpoints(self.checkpoint_dir, path)
         self.callbacks.on_checkpoint(str(path), self.epoch, self.step)
 
     def restore(self, path: Path) -> None:
@@ -346,9 +373,10 @@ class _Run:
         self.history.rows = meta["history"]
         self.epoch, self.step = meta["epoch"], meta["step"]
         self.early = EarlyState.from_meta(meta["early_stopping"])
-        self.state = jax.tree.map(jnp.asarray, trees["state"])
+        # Checkpoints hold host arrays, whatever the devices of the run that wrote them.
+        self.state = self.placement.put(jax.tree.map(jnp.asarray, trees["state"]))
         if "best" in trees:
-            self.best = jax.tree.map(jnp.asarray, trees["best"])
+            self.best = self.placement.put(jax.tree.map(jnp.asarray, trees["best"]))
 
     def result(self, stop_reason: StopReason) -> TrainResult:
         rows = self.history.rows
@@ -356,22 +384,41 @@ class _Run:
         best_epoch = int(self.early.best_epoch)
         summary["best_epoch"] = best_epoch if best_epoch >= 0 else None
         return TrainResult(
-            self.state.params, self.state.model_state, rows, summary, stop_reason, self.step
+            self.state.params,
+            self.state.model_state,
+            rows,
+            summary,
+            stop_reason,
+            self.step,
+            self.placement.devices,
         )
 
     def _copy_of_params(self) -> Any:
         # A copy, not an alias: the programs donate both the state and the best parameters.
         return jax.tree.map(jnp.copy, (self.state.params, self.state.model_state))
 
-    def _evaluate(self, val_data: Dataset | None) -> Any:
+    def _val_batching(self, val_data: Dataset | None) -> Batching | None:
+        """Batches of the validation set: `EVAL_BATCH`, rounded up to a multiple of the
+        devices when they split it (weight-0 padding)."""
         if val_data is None:
             return None
         batching = Batching.for_size(len(val_data.x), EVAL_BATCH)
-        return make_evaluate(self.model, per_example_loss(self.spec.loss), self.metrics, batching)
+        if self.placement.mesh is None:
+            return batching
+        size = self.placement.eval_batch(batching.size)
+        return Batching(batching.num_examples, size, self.placement.batch_sharding)
+
+    def _evaluate(self) -> Any:
+        if self.val_batching is None:
+            return None
+        loss = per_example_loss(self.spec.loss)
+        return make_evaluate(self.model, loss, self.metrics, self.val_batching)
 
     def _seconds_per_step_guess(self) -> float:
         """A cheap guess from XLA's FLOP count of one step (lowering only, no compilation)."""
-        one: Any = make_chunk_fn(self.model, self.loss, {}, self.tx, self.batching, 1)
+        one: Any = make_chunk_fn(
+            self.model, self.loss, {}, self.tx, self.batching, 1, 1, self.placement.jit
+        )
         cost = one.lower(
             self.state,
             self.x,
@@ -410,8 +457,13 @@ def train(
       chunk_steps: steps per dispatch (whole epochs when it is at least an epoch); by
         default sized so a dispatch takes about half a second. Results do not depend on it.
 
+    With `resources.devices` N > 1 the batch is split over N local devices
+    (`core.train.parallel`); results equal one device's up to float reassociation.
+
     Raises:
-      SpecError: the model does not fit the data, or `init_params` does not fit the model.
+      SpecError: the model does not fit the data, or `init_params` does not fit the model,
+        or `resources.devices` asks for more devices than this process has or for a
+        number that does not split the batch.
       TrainingError: `non_finite_loss` (with epoch and step) or `timeout`.
     """
     check_shapes(spec, dataset.info)
@@ -430,7 +482,11 @@ def train(
     return run.train()
 
 
-def _on_device(data: Dataset) -> tuple[jax.Array, jax.Array]:
+def _on_device(data: Dataset, placement: Placement) -> tuple[jax.Array, jax.Array]:
+    """The data set on the device; over a mesh, a copy on each device (a batch's indices
+    are random, so each device gathers its slice from the whole set)."""
+    if placement.mesh is not None:
+        return placement.put((np.asarray(data.x), np.asarray(data.y)))
     return jax.device_put(np.asarray(data.x)), jax.device_put(np.asarray(data.y))
 
 

@@ -50,6 +50,9 @@ class Batching:
 
     num_examples: int
     size: int
+    # Data parallel: how each batch is split over the devices (`parallel.Placement`);
+    # None on one device, where batches carry no sharding constraint.
+    sharding: Any = None
 
     @classmethod
     def for_size(cls, num_examples: int, batch_size: int | str) -> Batching:
@@ -64,7 +67,12 @@ class Batching:
         """Example indices [B] and weights [B] of `step` (traced) within the epoch."""
         positions = step * self.size + jnp.arange(self.size)
         real = positions < self.num_examples
-        return order[positions % self.num_examples], real.astype(jnp.float32)
+        idx, w = order[positions % self.num_examples], real.astype(jnp.float32)
+        if self.sharding is not None:
+            # Each device gathers and runs its slice of the batch; the gradient's sum over
+            # the batch becomes an all-reduce.
+            idx, w = jax.lax.with_sharding_constraint((idx, w), self.sharding)
+        return idx, w
 
 
 TrainStep = Callable[..., tuple[TrainState, StepStats]]
@@ -130,6 +138,7 @@ def make_chunk_fn(
     batching: Batching,
     chunk: int,
     unroll: int = 1,
+    jit: Callable[..., Any] = jax.jit,
 ) -> Callable[..., tuple[TrainState, StepStats]]:
     """Build `run(state, x, y, epoch_key, order, start) -> (state, StepStats[chunk])`: part
     of an epoch too long to run whole in one dispatch.
@@ -142,6 +151,8 @@ def make_chunk_fn(
       start: first step of the chunk within the epoch; the chunk must end within the
         epoch (the loop compiles a shorter chunk for an epoch's remainder, rather than
         skipping steps with a conditional, which would cost XLA its in-place updates).
+
+    `jit` compiles it: `jax.jit`, or a data-parallel run's `Placement.jit`.
     """
     step = make_train_step(model, loss, metrics, tx)
 
@@ -156,4 +167,4 @@ def make_chunk_fn(
         positions = start + jnp.arange(chunk)
         return run_steps(step, batching, state, x, y, epoch_key, order, positions, unroll)
 
-    return jax.jit(run, donate_argnums=0)
+    return jit(run, donate_argnums=0)

@@ -1,4 +1,4 @@
-"""api_keys.last_used_at, jobs.platform_interruptions, workers.devices
+"""api_keys.last_used_at, jobs.platform_interruptions and min_devices, workers.devices
 
 Revision ID: 0007
 Revises: 0006
@@ -27,6 +27,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("platform_interruptions", sa.Integer(), nullable=False, server_default="0")
         )
+        batch_op.add_column(
+            sa.Column("min_devices", sa.Integer(), nullable=False, server_default="1")
+        )
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("devices", sa.Integer(), nullable=False, server_default="1"))
 
@@ -35,6 +38,7 @@ def downgrade() -> None:
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.drop_column("devices")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("min_devices")
         batch_op.drop_column("platform_interruptions")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("last_used_at")

@@ -105,8 +105,10 @@ def test_submit_the_api_md_digits_cnn(
     assert response.status_code == 201, response.text
     job = response.json()
     assert set(job) == {
-        "id", "name", "status", "attempt", "dataset", "device", "worker", "created_at",
-        "started_at", "finished_at", "queue_position", "progress", "eta_seconds", "summary",
+        "id", "name", "status", "attempt", "platform_interruptions", "dataset", "device",
+        "worker", "created_at",
+        "started_at", "finished_at", "queue_position", "waiting_for", "progress", "eta_seconds",
+        "summary",
         "error", "timings", "spec", "sweep_id", "trial",
     }  # fmt: skip
     assert job["status"] == "queued"

@@ -1,5 +1,5 @@
-"""The active-jobs quota (429 with Retry-After, sweeps wait for room) and the key commands
-(`backprop keys create|list|revoke`, run as a user runs them)."""
+"""The quotas (active jobs and storage: 429 with Retry-After; sweeps wait for room) and the
+key commands (`backprop keys create|list|revoke`, run as a user runs them)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.auth import KeyCache
 from app.config import Settings
 from app.domain.db.engine import transaction
-from app.domain.db.models import Job
-from app.domain.status import JobStatus
+from app.domain.db.models import Artifact, Job
+from app.domain.status import ArtifactKind, JobStatus
 from app.domain.sweeps import controller
+from app.key_watch import REVOCATION_POLL_SECONDS
 from app.rate_limit import RateLimiter
+from tests.app.files import leftovers, npz_bytes
 from tests.specs import IRIS_MLP
 
 Headers = dict[str, str]
@@ -77,33 +79,101 @@ def _backprop(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_keys_are_listed_without_their_secret_and_a_revoked_key_is_refused(
+def test_keys_are_listed_without_their_secret_and_a_revoked_key_is_refused_at_once(
     client: TestClient, settings: Settings, app: FastAPI
 ) -> None:
-    app.state.key_cache = KeyCache(0)  # this API process checks the key on every request
     data_dir = settings.data_dir
     created = _backprop("keys", "create", "--tenant", "carol", data_dir=data_dir)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     headers = {"Authorization": f"Bearer {key}"}
-    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    assert client.get("/v1/jobs", headers=headers).status_code == 200  # now cached
+    app.state.key_watch.flush_use()  # what the API does every 10 s and at shutdown
 
-    listed = _backprop("keys", "list", data_dir=data_dir)
+    listed = _backprop("keys", "list", "--tenant", "carol", data_dir=data_dir)
     assert listed.returncode == 0, listed.stderr
-    assert key not in listed.stdout and key[:10] + "…" in listed.stdout
-    (row,) = [line for line in listed.stdout.splitlines() if "\tcarol\t" in line]
-    key_id = row.split("\t")[0]
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t") == ["id", "key", "tenant", "created", "last_used", "revoked"]
+    key_id, shown, tenant, _, last_used, revoked = row.split("\t")
+    assert key not in listed.stdout and shown == key[:10] + "…" and tenant == "carol"
+    assert last_used and not revoked
 
     wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")  # right prefix
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
 
-    revoked = _backprop("keys", "revoke", key_id, data_dir=data_dir)
-    assert revoked.returncode == 0 and f"revoked key {key_id}" in revoked.stderr
-    assert client.get("/v1/jobs", headers=headers).status_code == 401
+    revoked_by = _backprop("keys", "revoke", shown, data_dir=data_dir)  # by what `list` shows
+    assert revoked_by.returncode == 0 and f"revoked key {key_id}" in revoked_by.stderr
+    # The cached key stops working in this API process within its revocation poll.
+    deadline = time.monotonic() + 2 * REVOCATION_POLL_SECONDS + 1
+    while client.get("/v1/jobs", headers=headers).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked key still works"
+        time.sleep(0.05)
     listed = _backprop("keys", "list", data_dir=data_dir).stdout
-    assert next(line for line in listed.splitlines() if line.startswith(key_id)).split("\t")[4]
+    assert next(line for line in listed.splitlines() if line.startswith(key_id)).split("\t")[5]
     missing = _backprop("keys", "revoke", "no-such-key", data_dir=data_dir)
     assert missing.returncode == 1 and "no such key" in missing.stderr
+
+
+def test_a_revoked_key_s_open_event_stream_ends(
+    client: TestClient, settings: Settings, app: FastAPI
+) -> None:
+    key = _backprop("keys", "create", "--tenant", "dave", data_dir=settings.data_dir).stdout
+    headers = {"Authorization": f"Bearer {key.strip()}"}
+    job = client.post("/v1/jobs", json=IRIS_MLP, headers=headers).json()  # stays queued
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=headers) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "id: 0.1" and next(lines) == "event: status"
+        revoked = _backprop("keys", "revoke", key.strip(), data_dir=settings.data_dir)
+        assert revoked.returncode == 0, revoked.stderr
+        started = time.monotonic()
+        rest = list(lines)  # returns once the server ends the stream
+        assert time.monotonic() - started < 2 * REVOCATION_POLL_SECONDS + 1
+    assert not any(line.startswith("event: ") for line in rest)  # ended, not a status
+
+
+def test_a_tenant_over_its_storage_quota_gets_429_until_it_deletes(
+    client: TestClient, alice: Headers, bob: Headers, settings: Settings, app: FastAPI
+) -> None:
+    first = npz_bytes(x=np.zeros((50, 4), np.float32), y=np.zeros(50, np.int64))
+    settings.max_storage_bytes = len(first) + 100
+    upload = client.post("/v1/datasets", files={"file": ("a.npz", first)}, headers=alice)
+    assert upload.status_code == 201, upload.text
+
+    # A second file does not fit: cut off at the room left, nothing of it kept.
+    second = client.post("/v1/datasets", files={"file": ("b.npz", first)}, headers=alice)
+    assert second.status_code == 429 and int(second.headers["Retry-After"]) > 0
+    detail = second.json()["detail"]
+    assert "BACKPROP_MAX_STORAGE_BYTES" in detail and "bytes left" in detail
+    assert leftovers(settings.data_dir) == [settings.data_dir / "datasets" / upload.json()["id"]]
+    # Another tenant's quota is its own.
+    assert (
+        client.post("/v1/datasets", files={"file": ("b.npz", first)}, headers=bob).status_code
+        == 201
+    )
+
+    # A job finished with a model: alice is now over, and a new job (which will write a
+    # model too) is refused until she deletes something.
+    job = client.post("/v1/jobs", json=IRIS_MLP, headers=alice).json()
+    with transaction(app.state.sessionmaker) as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(status=JobStatus.SUCCEEDED))
+        session.add(Artifact(job_id=job["id"], kind=ArtifactKind.MODEL, path="m", size_bytes=500))
+    refused = client.post("/v1/jobs", json=IRIS_MLP, headers=alice)
+    assert refused.status_code == 429 and "DELETE /v1/jobs/{id}" in refused.json()["detail"]
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}", headers=alice).status_code == 404
+    assert client.post("/v1/jobs", json=IRIS_MLP, headers=alice).status_code == 201
+
+
+def test_only_a_finished_job_can_be_deleted(
+    client: TestClient, alice: Headers, bob: Headers
+) -> None:
+    job = client.post("/v1/jobs", json=IRIS_MLP, headers=alice).json()
+    queued = client.delete(f"/v1/jobs/{job['id']}", headers=alice)
+    assert queued.status_code == 409 and "cancel it" in queued.json()["detail"]
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=bob).status_code == 404
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).status_code == 202
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).status_code == 204
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).status_code == 404
 
 
 def test_a_key_over_the_rate_limit_gets_429_and_other_keys_do_not(

@@ -21,6 +21,7 @@ from core.train import (
     latest_checkpoint,
     train,
 )
+from core.train.checkpoint import prune_checkpoints
 from tests.specs import digits_mlp, diverging_sine_mlp, mlp
 
 TIMING = {"samples_per_second", "epoch_seconds"}
@@ -245,3 +246,14 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
     assert len(val_a.x) == round(0.1 * len(digits.x))
     assert len(train_a.x) + len(val_a.x) == len(digits.x)
     np.testing.assert_array_equal(val_a.x, val_b.x)
+
+
+def test_pruning_keeps_the_checkpoint_just_written_over_an_abandoned_attempts(
+    tmp_path: Path,
+) -> None:
+    # An attempt wrote epochs 5-8 and died before recording them; the next one resumed
+    # from epoch 3 and has just written epoch 4: 5-8 are stale, 3 and 4 stay.
+    for epoch in range(3, 9):
+        (tmp_path / f"ckpt-{epoch:06d}.npz").write_bytes(b"")
+    prune_checkpoints(tmp_path, tmp_path / "ckpt-000004.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000003.npz", "ckpt-000004.npz"]

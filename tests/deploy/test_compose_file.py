@@ -132,3 +132,18 @@ def test_gpu_worker_and_flower_are_opt_in_profiles(compose: dict[str, Any]) -> N
         "api",
         "worker",
     }
+
+
+def test_the_minio_profile_is_an_object_store_the_services_can_be_pointed_at(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "minio" in compose["volumes"]
+    for name in backprop_services(compose):
+        environment = services[name]["environment"]
+        for setting in ("BACKPROP_STORAGE_URL", "BACKPROP_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+            assert setting in environment, (name, setting)
+    # Left unset, the services keep the data volume (an empty URL means the data directory).
+    assert services["api"]["environment"]["BACKPROP_STORAGE_URL"] == ""

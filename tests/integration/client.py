@@ -106,7 +106,8 @@ class JobStore:
     """Read-only looks at the deployment's database (what the API does not expose)."""
 
     def __init__(self, database_url: str):
-        self.engine: Engine = create_engine(database_url)
+        # Pre-ping: a server restarted by a chaos test leaves dropped connections in the pool.
+        self.engine: Engine = create_engine(database_url, pool_pre_ping=True)
 
     def close(self) -> None:
         self.engine.dispose()

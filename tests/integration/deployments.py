@@ -56,9 +56,19 @@ class ServerDeployment:
     mode = "server"
 
     def __init__(
-        self, processes: Processes, postgres: PostgresServer, redis: RedisServer, tmp_path: Path
+        self,
+        processes: Processes,
+        postgres: PostgresServer,
+        redis: RedisServer,
+        tmp_path: Path,
+        *,
+        worker_concurrency: int = 1,
+        **settings: str,
     ):
+        """`settings`: `BACKPROP_*` variables over FAST_LEASES (e.g. a longer lease);
+        `worker_concurrency`: the jobs each `backprop worker` runs at once."""
         self.processes = processes
+        self.worker_concurrency = worker_concurrency
         self.cwd = tmp_path
         database_url = postgres.create_database()
         self.env = clean_environment(
@@ -66,7 +76,7 @@ class ServerDeployment:
             BACKPROP_BROKER_URL=redis.new_broker_url(),
             BACKPROP_DATA_DIR=str(tmp_path / "data"),
             BACKPROP_BOOTSTRAP_API_KEY=API_KEY,
-            **FAST_LEASES,
+            **{**FAST_LEASES, **settings},
         )
         migrate = subprocess.run(
             backprop_command("migrate"),
@@ -115,7 +125,9 @@ class ServerDeployment:
         self.workers.append(
             self.processes.start(
                 name,
-                backprop_command("worker", "--queues", "cpu", "--concurrency", "1"),
+                backprop_command(
+                    "worker", "--queues", "cpu", "--concurrency", str(self.worker_concurrency)
+                ),
                 env={**self.env, "BACKPROP_WORKER_NAME": name},
                 cwd=self.cwd,
             )
@@ -135,8 +147,10 @@ class ServerDeployment:
 class EmbeddedDeployment:
     mode = "embedded"
 
-    def __init__(self, processes: Processes, tmp_path: Path):
+    def __init__(self, processes: Processes, tmp_path: Path, **settings: str):
+        """`settings`: `BACKPROP_*` variables over FAST_LEASES (e.g. a longer lease)."""
         self.processes = processes
+        self.settings = settings
         self.cwd = tmp_path
         self.data_dir = tmp_path / "data"
         self.servers: list[ManagedProcess] = []
@@ -154,7 +168,7 @@ class EmbeddedDeployment:
         server = self.processes.start(
             name,
             backprop_command("serve", "--data-dir", str(self.data_dir), "--port", str(port)),
-            env=clean_environment(BACKPROP_WORKER_NAME=name, **FAST_LEASES),
+            env=clean_environment(BACKPROP_WORKER_NAME=name, **{**FAST_LEASES, **self.settings}),
             cwd=self.cwd,
         )
         self.servers.append(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -12,6 +12,7 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Tenant
 from app.domain.db.types import utcnow
 from app.domain.leases import claim_job, fair_next_job
+from app.domain.status import JobStatus
 from tests.specs import xor_mlp
 from tests.worker.conftest import MakeJob, read_job
 
@@ -90,3 +91,16 @@ def test_a_message_runs_the_fair_choice_and_the_other_job_later(
     assert read_job(factory, a_first).status == "queued"
     assert run_task(b_job) == "finished"  # b's message: the job left
     assert read_job(factory, a_first).status == "succeeded"
+
+
+def test_a_worker_claims_only_jobs_it_has_the_devices_for(
+    factory: sessionmaker[Session], make_job: MakeJob, tenant_id: str
+) -> None:
+    wide = make_job(min_devices=4)
+    narrow = make_job(tenant_id=_tenant(factory, "bob"))
+    with transaction(factory) as session:
+        assert fair_next_job(session, "cpu", devices=1) == narrow
+        assert fair_next_job(session, "cpu", devices=4) in (wide, narrow)
+        session.execute(update(Job).where(Job.id == narrow).values(status=JobStatus.RUNNING))
+        assert fair_next_job(session, "cpu", devices=1) is None
+        assert fair_next_job(session, "cpu", devices=8) == wide

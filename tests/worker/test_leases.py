@@ -18,9 +18,11 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Worker
 from app.domain.db.types import utcnow
 from app.domain.leases import (
+    LossCause,
     claim_job,
     finish_job,
     reconcile,
+    release_lost_job,
     renew_lease,
     requeue_expired,
     resend_lost_messages,
@@ -82,37 +84,77 @@ def test_duplicate_message_for_a_running_job_is_a_no_op(
     assert after.lease_expires_at == before.lease_expires_at
 
 
-def test_requeue_expired_retries_then_fails_with_worker_lost(
+def _requeue_expired(factory: sessionmaker[Session], cap: int = 100) -> list[tuple[str, str]]:
+    with transaction(factory) as session:
+        return requeue_expired(session, utcnow(), max_platform_interruptions=cap)
+
+
+def test_an_expired_lease_is_a_platform_interruption_with_its_own_cap(
     factory: sessionmaker[Session], make_job: MakeJob
 ) -> None:
     job_id = make_job()
     healthy = make_job()
     assert _claim(factory, healthy, "alive") is not None
 
-    for attempt in (1, 2):
-        assert _claim(factory, job_id, f"w{attempt}") is not None
+    for interruptions in (1, 2):
+        assert _claim(factory, job_id, f"w{interruptions}") is not None
         _expire(factory, job_id)
-        with transaction(factory) as session:
-            assert requeue_expired(session, utcnow()) == [(job_id, "cpu")]
+        assert _requeue_expired(factory, cap=2) == [(job_id, "cpu")]
         job = read_job(factory, job_id)
-        assert (job.status, job.attempt, job.worker, job.lease_expires_at) == (
-            "queued",
-            attempt + 1,
-            None,
-            None,
-        )
+        # A lost worker says nothing about the job: the same attempt, one more interruption.
+        assert (
+            job.status,
+            job.attempt,
+            job.platform_interruptions,
+            job.worker,
+            job.lease_expires_at,
+        ) == ("queued", 1, interruptions, None, None)
         assert job.enqueued_at is not None
 
     assert _claim(factory, job_id, "w3") is not None
     _expire(factory, job_id)
-    with transaction(factory) as session:
-        assert requeue_expired(session, utcnow()) == []
+    assert _requeue_expired(factory, cap=2) == []
     job = read_job(factory, job_id)
-    assert (job.status, job.attempt) == ("failed", 3)
+    assert (job.status, job.attempt, job.platform_interruptions) == ("failed", 1, 3)
     assert job.error is not None and job.error.code == "worker_lost"
-    assert "attempt 3 of 3" in job.error.message
+    assert "interrupted it 3 times, more than the limit of 2" in job.error.message
     assert job.finished_at is not None
     assert read_job(factory, healthy).status == "running"  # its lease is still valid
+
+
+def _release(factory: sessionmaker[Session], job_id: str, worker: str, cause: LossCause) -> Any:
+    with transaction(factory) as session:
+        return release_lost_job(
+            session,
+            job_id,
+            now=utcnow(),
+            reason="the training process died",
+            cause=cause,
+            max_platform_interruptions=100,
+            worker=worker,
+            attempt=read_job(factory, job_id).attempt,
+        )
+
+
+def test_crashes_use_up_attempts_and_interruptions_do_not(
+    factory: sessionmaker[Session], make_job: MakeJob
+) -> None:
+    job_id = make_job()
+    causes = [LossCause.CRASH, LossCause.PLATFORM, LossCause.PLATFORM, LossCause.CRASH]
+    for number, cause in enumerate(causes):
+        assert _claim(factory, job_id, f"w{number}") is not None
+        released = _release(factory, job_id, f"w{number}", cause)
+        assert released is not None and released.status == "queued"
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.platform_interruptions) == ("queued", 3, 2)
+
+    assert _claim(factory, job_id, "last") is not None
+    released = _release(factory, job_id, "last", LossCause.CRASH)
+    assert released is not None and released.status == "failed"
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.platform_interruptions) == ("failed", 3, 2)
+    assert job.error is not None and job.error.code == "worker_lost"
+    assert "attempt 3 of 3" in job.error.message
 
 
 def test_an_expired_job_with_a_cancel_request_is_cancelled_not_retried(
@@ -125,8 +167,7 @@ def test_an_expired_job_with_a_cancel_request_is_cancelled_not_retried(
         assert job is not None
         job.cancel_requested = True
     _expire(factory, job_id)
-    with transaction(factory) as session:
-        assert requeue_expired(session, utcnow()) == []
+    assert _requeue_expired(factory) == []
     job = read_job(factory, job_id)
     assert (job.status, job.attempt) == ("cancelled", 1)
 
@@ -137,9 +178,11 @@ def test_a_worker_whose_job_was_requeued_cannot_write_to_it(
     job_id = make_job()
     assert _claim(factory, job_id, "slow") is not None
     _expire(factory, job_id)
+    _requeue_expired(factory)
     with transaction(factory) as session:
-        requeue_expired(session, utcnow())
-    assert _claim(factory, job_id, "slow") is not None  # same name, attempt 2
+        now = utcnow()  # queued again: nobody owns it
+        assert not renew_lease(session, job_id, worker="slow", attempt=1, now=now, lease_seconds=30)
+    assert _claim(factory, job_id, "fast") is not None  # the same attempt, another worker
 
     with transaction(factory) as session:
         now = utcnow()
@@ -148,7 +191,12 @@ def test_a_worker_whose_job_was_requeued_cannot_write_to_it(
             session, job_id, worker="slow", attempt=1, now=now, status="succeeded"
         )
     job = read_job(factory, job_id)
-    assert (job.status, job.attempt) == ("running", 2)
+    assert (job.status, job.worker, job.attempt, job.platform_interruptions) == (
+        "running",
+        "fast",
+        1,
+        1,
+    )
 
 
 def _idle_worker(
@@ -227,4 +275,5 @@ def test_the_api_lifespan_runs_the_reconciler(
         assert (headers["task"], headers["argsrepr"]) == ("backprop.run_job", repr([job_id]))
         started = time.monotonic()
     assert time.monotonic() - started < 2  # shutdown does not wait out a reconcile interval
-    assert read_job(factory, job_id).attempt == 2
+    job = read_job(factory, job_id)
+    assert (job.attempt, job.platform_interruptions) == (1, 1)

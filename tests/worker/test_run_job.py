@@ -22,7 +22,9 @@ from core.export import import_model
 from tests.specs import diverging_sine_mlp, endless_digits_mlp, xor_mlp
 from tests.worker.conftest import MakeJob, read_job, wait_for
 from worker.draining import drain_flag
+from worker.exits import cause_of_exit
 from worker.recorder import FLUSH_SECONDS
+from worker.train_process import EXIT_ORPHANED, EXIT_SUSPENDED
 
 RunTask = Callable[[str], str]
 
@@ -197,28 +199,107 @@ def test_cancel_kills_a_child_that_does_not_stop(
     assert read_job(factory, job_id).status == "cancelled"
 
 
-def test_a_stopping_worker_hands_its_job_back_with_the_same_attempt(
+def _epochs_done(factory: sessionmaker[Session], job_id: str) -> int:
+    progress = read_job(factory, job_id).progress
+    return 0 if progress is None else progress.epoch
+
+
+@contextmanager
+def _draining(settings: Settings) -> Iterator[None]:
+    """What the Celery main process does when SIGTERM / Ctrl-C starts its warm shutdown;
+    here the "main process" is the parent of the process running the task."""
+    flag = drain_flag(settings, os.getppid())
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.touch()
+    try:
+        yield
+    finally:
+        flag.unlink()
+
+
+def test_a_stopping_worker_hands_its_job_back_after_a_checkpoint(
     factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
 ) -> None:
-    job_id = make_job(endless_digits_mlp())
+    # No periodic checkpoint: the only one is written when the worker asks the child to stop.
+    job_id = make_job(endless_digits_mlp(checkpoint_every_epochs=None))
     with _task_in_background(run_task, job_id) as outcome:
         wait_for(lambda: _training(factory, job_id), 60, what="training to start")
-        wait_for(lambda: read_job(factory, job_id).checkpoint_epoch, 30, what="a checkpoint")
-        # What the Celery main process does when SIGTERM / Ctrl-C starts its warm shutdown;
-        # here the "main process" is the parent of the process running the task.
-        flag = drain_flag(settings, os.getppid())
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.touch()
-        try:
+        wait_for(lambda: _epochs_done(factory, job_id) >= 2, 30, what="two epochs")
+        assert read_job(factory, job_id).checkpoint_epoch is None
+        with _draining(settings):
             stopping = time.monotonic()
-            wait_for(lambda: read_job(factory, job_id).status != "running", 5, what="hand-back")
-            assert time.monotonic() - stopping < 2.0
-        finally:
-            flag.unlink()
+            wait_for(lambda: read_job(factory, job_id).status != "running", 10, what="hand-back")
+            assert time.monotonic() - stopping < settings.shutdown_grace_seconds
     assert outcome["result"] == "handed_back"
     job = read_job(factory, job_id)
-    assert (job.status, job.attempt, job.worker, job.error) == ("queued", 1, None, None)
+    assert (job.status, job.attempt, job.platform_interruptions, job.worker, job.error) == (
+        "queued",
+        1,
+        0,
+        None,
+        None,
+    )
+    assert job.checkpoint_epoch is not None and job.checkpoint_epoch >= 2
     assert not _training_children()
+
+
+def test_a_child_that_does_not_stop_is_killed_after_the_grace_and_handed_back(
+    factory: sessionmaker[Session], make_job: MakeJob, run_task: RunTask, settings: Settings
+) -> None:
+    settings.shutdown_grace_seconds = 1.0
+    job_id = make_job(endless_digits_mlp(checkpoint_every_epochs=None))
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(lambda: _training(factory, job_id), 60, what="training to start")
+        (child,) = _training_children()
+        os.kill(child, signal.SIGSTOP)  # stuck: e.g. inside one long compiled chunk
+        with _draining(settings):
+            stopping = time.monotonic()
+            wait_for(lambda: read_job(factory, job_id).status != "running", 10, what="hand-back")
+            took = time.monotonic() - stopping
+    assert settings.shutdown_grace_seconds <= took < settings.shutdown_grace_seconds + 2
+    assert outcome["result"] == "handed_back"
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.platform_interruptions) == ("queued", 1, 0)
+    assert job.checkpoint_epoch is None  # it never got to write one
+    assert not _training_children()
+
+
+@pytest.mark.parametrize(
+    ("sig", "attempt", "interruptions"),
+    [
+        (signal.SIGTERM, 1, 1),  # from outside: it checkpoints and stops; the platform's doing
+        (signal.SIGSEGV, 2, 0),  # a crash of its own
+    ],
+)
+def test_a_signalled_child_is_counted_by_who_is_to_blame(
+    factory: sessionmaker[Session],
+    make_job: MakeJob,
+    run_task: RunTask,
+    sig: signal.Signals,
+    attempt: int,
+    interruptions: int,
+) -> None:
+    job_id = make_job(endless_digits_mlp(checkpoint_every_epochs=None))
+    with _task_in_background(run_task, job_id) as outcome:
+        wait_for(lambda: _training(factory, job_id), 60, what="training to start")
+        (child,) = _training_children()
+        os.kill(child, sig)
+    assert outcome["result"] == "requeued"
+    job = read_job(factory, job_id)
+    assert (job.status, job.attempt, job.platform_interruptions) == (
+        "queued",
+        attempt,
+        interruptions,
+    )
+    # SIGTERM is a request to stop: the child wrote a checkpoint first.
+    assert (job.checkpoint_epoch is not None) == (sig == signal.SIGTERM)
+
+
+def test_cause_of_exit() -> None:
+    assert cause_of_exit(-signal.SIGKILL) == cause_of_exit(-signal.SIGTERM) == "platform"
+    assert cause_of_exit(EXIT_ORPHANED) == cause_of_exit(EXIT_SUSPENDED) == "platform"
+    assert cause_of_exit(-signal.SIGSEGV) == cause_of_exit(-signal.SIGABRT) == "crash"
+    assert cause_of_exit(1) == cause_of_exit(0) == "crash"
 
 
 def test_a_spec_that_does_not_fit_the_data_fails_without_retry(
@@ -267,7 +348,13 @@ def test_a_killed_child_is_requeued_and_resumes_from_its_checkpoint(
         os.kill(child, signal.SIGKILL)
     assert outcome["result"] == "requeued"
     first = read_job(factory, job_id)
-    assert (first.status, first.attempt, first.worker) == ("queued", 2, None)
+    # A kill from outside is the platform's doing: the same attempt, one interruption.
+    assert (first.status, first.attempt, first.platform_interruptions, first.worker) == (
+        "queued",
+        1,
+        1,
+        None,
+    )
     checkpoints = sorted((settings.job_dir(job_id) / "checkpoints").glob("ckpt-*.npz"))
     newest_file = int(checkpoints[-1].stem.removeprefix("ckpt-"))  # epochs done
     # It resumes from the checkpoint the database recorded (with every metric up to it),
@@ -281,7 +368,7 @@ def test_a_killed_child_is_requeued_and_resumes_from_its_checkpoint(
     assert run_task(job_id) == "finished"
 
     job = read_job(factory, job_id)
-    assert (job.status, job.attempt) == ("succeeded", 2), job.error
+    assert (job.status, job.attempt, job.platform_interruptions) == ("succeeded", 1, 1), job.error
     points = _metrics(factory, job_id)
     rewritten = [p for p in points if p.time >= second_start]
     assert min(p.epoch for p in rewritten) == resumes_at > 0  # the first epoch it ran again

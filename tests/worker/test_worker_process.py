@@ -145,8 +145,11 @@ def test_a_killed_worker_leaves_no_process_behind_and_its_job_is_requeued(
     assert read_job(factory, job_id).status == "running"  # until its lease runs out
     time.sleep(settings.lease_seconds)
     with transaction(factory) as session:
-        assert requeue_expired(session, utcnow()) == [(job_id, "cpu")]
-    assert read_job(factory, job_id).attempt == 2
+        assert requeue_expired(session, utcnow(), max_platform_interruptions=100) == [
+            (job_id, "cpu")
+        ]
+    job = read_job(factory, job_id)
+    assert (job.attempt, job.platform_interruptions) == (1, 1)  # a lost worker
 
 
 def test_spares_replace_themselves_after_a_crash_a_job_and_a_killed_training_process(
@@ -178,8 +181,9 @@ def test_spares_replace_themselves_after_a_crash_a_job_and_a_killed_training_pro
         wait_for(lambda: read_job(factory, job_id).status == "succeeded", 60, what="the job")
         spare = one_spare(pool, other_than=spare)
 
-        # SIGKILL of the training process mid-job: re-queued with attempt + 1, resumed
-        # from its checkpoint (by this worker again), and still a spare ready.
+        # SIGKILL of the training process mid-job: re-queued with the same attempt (a
+        # platform interruption), resumed from its checkpoint (by this worker again), and
+        # still a spare ready.
         job_id = make_job(endless_digits_mlp())
         training = spare
         queue.send(job_id, "cpu")
@@ -190,9 +194,13 @@ def test_spares_replace_themselves_after_a_crash_a_job_and_a_killed_training_pro
 
         def resumed() -> bool:
             job = read_job(factory, job_id)
-            return job.attempt == 2 and job.status == "running" and job.progress is not None
+            return (
+                (job.attempt, job.platform_interruptions) == (1, 1)
+                and job.status == "running"
+                and job.progress is not None
+            )
 
-        wait_for(resumed, 60, what="the job resumed as attempt 2")
+        wait_for(resumed, 60, what="the job resumed after one interruption")
         resumed_job = read_job(factory, job_id)
         assert resumed_job.progress is not None and checkpoint_epoch is not None
         assert resumed_job.progress.epoch >= checkpoint_epoch

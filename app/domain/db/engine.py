@@ -19,6 +19,9 @@ POOL_RECYCLE_SECONDS = 1800
 _READING = "backprop_reading"
 
 
+PG_CONNECT_TIMEOUT_SECONDS = 5
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for PostgreSQL (psycopg 3) or SQLite.
 
@@ -33,7 +36,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # No pre-ping: it costs a round trip per checkout, as much as a GET's one query.
         # A connection the server dropped fails one request (503, see app.errors) and the
         # pool then replaces every connection older than the failure.
-        pooling = {"pool_recycle": POOL_RECYCLE_SECONDS}
+        pooling: dict[str, Any] = {"pool_recycle": POOL_RECYCLE_SECONDS}
+        # A host that drops packets (not one that refuses) would otherwise hang a request
+        # for the OS's TCP timeout; this bounds it, and the request gets its 503.
+        pooling["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
         if "poolclass" not in kwargs:  # sizes only mean something to the default QueuePool
             pooling |= {"pool_size": POOL_SIZE, "max_overflow": POOL_MAX_OVERFLOW}
         return create_engine(url, **{**pooling, **kwargs})

@@ -138,6 +138,8 @@ class Job(Base):
         ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=True, index=True
     )
     device: Mapped[str] = mapped_column(String(8))  # the spec's request: auto | cpu | gpu
+    # The devices a worker needs to claim it: `resources.devices`, 1 for "all" (any worker).
+    min_devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     queue: Mapped[str] = mapped_column(String(16))  # where it was routed: cpu | gpu
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -24,8 +24,9 @@ from app.domain.db.engine import transaction
 from app.domain.db.models import Job, Sweep
 from app.domain.db.types import utcnow
 from app.domain.errors import QuotaExceeded
+from app.domain.quotas import check_active_quota, check_storage_quota
 from app.domain.status import ACTIVE_STATUSES, JobStatus, SweepStatus
-from app.domain.submission import check_active_quota, new_job, route_device
+from app.domain.submission import new_job, route_device
 from app.domain.sweeps.definition import SweepDefinition, parse_path, with_values
 from app.domain.sweeps.sampling import Suggestion, TrialOutcome, TrialRecord, suggest
 from app.domain.values import JobError
@@ -156,9 +157,10 @@ def top_up(session: Session, sweep_id: str, settings: Settings) -> list[Job]:
         log.info("sweep %s: all %d trials ended", sweep_id, len(trials))
         return []
     room = min(definition.max_concurrent - active, budget - len(trials))
-    if room > 0:  # the tenant's active-jobs quota counts trials too: they wait for room
+    if room > 0:  # the tenant's quotas count trials too: they wait for room
         try:
             room = min(room, check_active_quota(session, settings, sweep.tenant_id, adding=0))
+            check_storage_quota(session, settings, sweep.tenant_id, adding=0)
         except QuotaExceeded:
             room = 0
     if room <= 0:

@@ -25,7 +25,9 @@ from app.domain.values import JobProgress
 from app.schemas.jobs import JobPublic
 from app.services import jobs
 
-StatusKey = tuple[JobStatus, int]  # (status, attempt): a change of either is a status event
+# (status, attempt, platform_interruptions): a change of any is a status event, so a job
+# re-queued and claimed again between two polls still shows its interruption.
+StatusKey = tuple[JobStatus, int, int]
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,11 @@ class JobState:
     attempt: int
     progress: JobProgress | None
     eta_seconds: float | None
+    platform_interruptions: int = 0
 
     @property
     def key(self) -> StatusKey:
-        return (self.status, self.attempt)
+        return (self.status, self.attempt, self.platform_interruptions)
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,14 @@ def read_updates(factory: sessionmaker[Session], watches: Sequence[Watch]) -> Up
     with factory() as session:
         with reading(session):
             rows = session.execute(
-                select(Job.id, Job.status, Job.attempt, Job.progress, Job.eta_seconds).where(
-                    Job.id.in_([watch.job_id for watch in watches])
-                )
+                select(
+                    Job.id,
+                    Job.status,
+                    Job.attempt,
+                    Job.progress,
+                    Job.eta_seconds,
+                    Job.platform_interruptions,
+                ).where(Job.id.in_([watch.job_id for watch in watches]))
             ).all()
             updates.states = {row.id: JobState(*row[1:]) for row in rows}
             due = [watch.job_id for watch in watches if _status_due(watch, updates.states)]
@@ -83,7 +91,7 @@ def read_updates(factory: sessionmaker[Session], watches: Sequence[Watch]) -> Up
         for job in full:  # newer than the status columns read above: use them throughout
             updates.publics[job.id] = jobs.job_public(session, job)
             updates.states[job.id] = JobState(
-                job.status, job.attempt, job.progress, job.eta_seconds
+                job.status, job.attempt, job.progress, job.eta_seconds, job.platform_interruptions
             )
         present = [watch for watch in watches if watch.job_id in updates.states]
         if present:

@@ -33,6 +33,8 @@ def input_array(inputs: Sequence[Any], input_shape: Shape) -> np.ndarray:
         array = np.asarray(inputs)
     except ValueError:  # ragged: the examples (or their rows) differ in length
         array = None
+    if array is not None and array.dtype == object and _only_numbers(inputs):
+        array = np.asarray(inputs, dtype=np.float64)  # integers beyond int64 are numbers too
     if array is None or array.dtype.kind not in _NUMERIC_KINDS or array.shape[1:] != input_shape:
         raise _first_bad_example(inputs, input_shape)
     with np.errstate(over="ignore"):  # overflow to inf is reported as a non-finite value
@@ -47,6 +49,13 @@ def input_array(inputs: Sequence[Any], input_shape: Shape) -> np.ndarray:
             "finite_number",
         )
     return values
+
+
+def _only_numbers(value: Any) -> bool:
+    """Whether `value` is a JSON number or nested lists of them (true/false are not)."""
+    if isinstance(value, list):
+        return all(_only_numbers(item) for item in value)
+    return type(value) in (int, float)
 
 
 def _first_bad_example(inputs: Sequence[Any], input_shape: Shape) -> InvalidInput:

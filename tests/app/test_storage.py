@@ -1,0 +1,212 @@
+"""The storage layer: the same behaviour from the data directory and from an S3 protocol
+server (moto's, on loopback), and the host-side cache of stored objects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.auth import create_api_key
+from app.config import Settings
+from app.domain.db.engine import transaction
+from app.domain.db.migrate import upgrade_to_head
+from app.domain.storage import (
+    LocalCache,
+    LocalStorage,
+    ObjectStorage,
+    Storage,
+    StorageError,
+    check_key,
+    storage_for,
+    unique_name,
+)
+from app.main import create_app
+from tests.app.files import leftovers, npz_bytes
+from tests.object_store import CREDENTIALS, S3Server
+
+pytestmark = pytest.mark.xdist_group("object-store")
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "data")
+    request.getfixturevalue("s3_credentials")
+    server: S3Server = request.getfixturevalue("s3_server")
+    settings = Settings(
+        data_dir=tmp_path / "host",
+        storage_url=server.new_bucket(),
+        s3_endpoint_url=server.endpoint_url,
+    )
+    return storage_for(settings)
+
+
+def _file(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / "src" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_a_stored_file_reads_back_whole_and_goes_away_when_deleted(
+    store: Storage, tmp_path: Path
+) -> None:
+    content = os.urandom(3 << 20)  # several of the streams' blocks
+    store.put(_file(tmp_path, "model.bin", content), "jobs/j1/model-abc.safetensors")
+    assert store.exists("jobs/j1/model-abc.safetensors")
+    assert store.local_path("jobs/j1/model-abc.safetensors").read_bytes() == content
+    with store.open("jobs/j1/model-abc.safetensors") as stream:
+        assert stream.read() == content
+    store.delete("jobs/j1/model-abc.safetensors")
+    store.delete("jobs/j1/model-abc.safetensors")  # again: not an error
+    assert not store.exists("jobs/j1/model-abc.safetensors")
+    with pytest.raises(StorageError, match="model-abc"):
+        store.local_path("jobs/j1/model-abc.safetensors")
+
+
+def test_a_folder_is_stored_listed_read_as_a_folder_and_deleted(
+    store: Storage, tmp_path: Path
+) -> None:
+    folder = tmp_path / "src"
+    for name, content in {"x.npy": b"x" * 10, "y.npy": b"y" * 5, "meta.json": b"{}"}.items():
+        _file(tmp_path, name, content)
+    store.put_tree(folder, "datasets/d1")
+    store.put(_file(tmp_path / "elsewhere", "other", b"o"), "datasets/d2/x.npy")
+    assert list(store.keys("datasets/d1")) == [
+        "datasets/d1/meta.json",
+        "datasets/d1/x.npy",
+        "datasets/d1/y.npy",
+    ]
+    local = store.local_tree("datasets/d1")
+    assert (local / "x.npy").read_bytes() == b"x" * 10 and (local / "meta.json").is_file()
+    store.delete_tree("datasets/d1")
+    assert list(store.keys("datasets/d1")) == [] and store.exists("datasets/d2/x.npy")
+
+
+def test_keys_stay_inside_the_store() -> None:
+    assert check_key("jobs/a/b.npz") == "jobs/a/b.npz"
+    for bad in ("", "/etc/passwd", "../x", "jobs/../../x", "a\\b"):
+        with pytest.raises(ValueError, match="not a storage key"):
+            check_key(bad)
+    assert unique_name("model", ".safetensors") != unique_name("model", ".safetensors")
+
+
+def test_the_cache_keeps_the_recently_used_copies_within_its_cap(tmp_path: Path) -> None:
+    cache = LocalCache(tmp_path / "cache", max_bytes=250)
+    fetched: list[str] = []
+
+    def fetch(key: str, target: Path) -> None:
+        fetched.append(key)
+        target.write_bytes(b"." * 100)
+
+    for key in ("a", "b"):
+        cache.get(key, fetch)
+    cache.get("a", fetch)  # a cache hit, and now the most recent
+    os.utime(cache.path("b"), (1, 1))  # b: long unused
+    cache.get("c", fetch)  # 300 bytes > 250: b goes
+    assert fetched == ["a", "b", "c"]
+    assert cache.path("a").is_file() and cache.path("c").is_file()
+    assert not cache.path("b").exists()
+    assert not list((tmp_path / "cache").glob("*.part"))
+
+
+def test_a_failed_fetch_leaves_no_partial_copy(tmp_path: Path) -> None:
+    cache = LocalCache(tmp_path / "cache", max_bytes=1 << 20)
+
+    def broken(key: str, target: Path) -> None:
+        target.write_bytes(b"half")
+        raise StorageError("connection reset")
+
+    with pytest.raises(StorageError):
+        cache.get("datasets/d/x.npy", broken)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_the_storage_url_picks_the_backend(tmp_path: Path) -> None:
+    assert isinstance(storage_for(Settings(data_dir=tmp_path)), LocalStorage)
+    s3 = Settings(data_dir=tmp_path, storage_url="s3://bucket/prefix")
+    assert isinstance(storage_for(s3), ObjectStorage)
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        storage_for(Settings(data_dir=tmp_path, storage_url="gs://bucket"))
+
+
+def test_an_upload_goes_to_the_bucket_and_its_delete_removes_it_there(
+    s3_server: S3Server, s3_credentials: None, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "api-host",
+        storage_url=s3_server.new_bucket(),
+        s3_endpoint_url=s3_server.endpoint_url,
+    )
+    settings.data_dir.mkdir(parents=True)
+    upgrade_to_head(settings.resolved_database_url)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        with transaction(app.state.sessionmaker) as session:
+            headers = {"Authorization": f"Bearer {create_api_key(session, 'alice')}"}
+        data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+        upload = client.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=headers)
+        assert upload.status_code == 201, upload.text
+        dataset_id = upload.json()["id"]
+        store = storage_for(settings)
+        assert len(list(store.keys(f"datasets/{dataset_id}"))) == 3
+        assert not (settings.data_dir / "datasets").exists()  # nothing kept on this host
+        assert leftovers(settings.data_dir) == []
+        deleted = client.delete(f"/v1/datasets/{dataset_id}", headers=headers)
+        assert deleted.status_code == 204
+        assert list(store.keys(f"datasets/{dataset_id}")) == []
+
+
+def test_storage_migrate_copies_what_the_rows_name_once(
+    s3_server: S3Server, s3_credentials: None, tmp_path: Path
+) -> None:
+    local = Settings(data_dir=tmp_path / "data")
+    local.data_dir.mkdir(parents=True)
+    upgrade_to_head(local.resolved_database_url)
+    app = create_app(local)
+    with TestClient(app) as client:
+        with transaction(app.state.sessionmaker) as session:
+            headers = {"Authorization": f"Bearer {create_api_key(session, 'alice')}"}
+        data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+        dataset_id = client.post(
+            "/v1/datasets", files={"file": ("d.npz", data)}, headers=headers
+        ).json()["id"]
+    (local.data_dir / "xla-cache").mkdir()
+    (local.data_dir / "xla-cache" / "program").write_bytes(b"not a stored file")
+
+    bucket = s3_server.new_bucket()
+    env = {**os.environ, "BACKPROP_S3_ENDPOINT_URL": s3_server.endpoint_url}
+    command = [sys.executable, "-m", "app.cli", "storage", "migrate", "--to", bucket]
+    command += ["--data-dir", str(local.data_dir)]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "copied 3 files" in first.stderr and f"BACKPROP_STORAGE_URL={bucket}" in first.stderr
+    target = storage_for(
+        local.model_copy(update={"storage_url": bucket, "s3_endpoint_url": s3_server.endpoint_url})
+    )
+    stored = sorted(target.keys())
+    assert stored == sorted(storage_for(local).keys(f"datasets/{dataset_id}"))  # no cache
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "copied 0 files (0 bytes), 3 already there" in again.stderr
