@@ -63,7 +63,7 @@ def _keep_slots_registered(celery: Celery, settings: Settings, identity: WorkerI
     def on_process_init(**_: Any) -> None:
         if current_app._get_current_object() is celery:
             SlotHeartbeat(settings, identity).start()
-            start_spares(settings, identity.queues)
+            start_spares(settings, identity.queues, identity.slot_visible_gpus(os.environ))
 
     worker_process_init.connect(on_process_init, weak=False)
 

@@ -62,6 +62,27 @@ class WorkerIdentity:
         devices = usable_device_count(has_gpu, os.environ)
         return cls(settings.worker_name, tuple(queues), has_gpu, concurrency, devices)
 
+    @property
+    def slot_devices(self) -> int:
+        """The devices each slot's jobs get: a GPU worker's GPUs split evenly between its
+        slots (8 GPUs: `--concurrency 8` runs eight 1-GPU jobs at once, `--concurrency 1`
+        one job of up to 8); all of them when there are fewer GPUs than slots, or on CPU."""
+        if self.has_gpu and 1 < self.concurrency <= self.devices:
+            return self.devices // self.concurrency
+        return self.devices
+
+    def slot_visible_gpus(self, environ: Mapping[str, str]) -> str | None:
+        """`CUDA_VISIBLE_DEVICES` for the calling pool process's training processes: its
+        slot's share of the GPUs (see `slot_devices`); None when it sees them all."""
+        index = current_process_index()
+        if self.slot_devices == self.devices or index is None:
+            return None
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        names = [n.strip() for n in visible.split(",")] if visible else None
+        names = names or [str(gpu) for gpu in range(self.devices)]
+        first = (index % self.concurrency) * self.slot_devices
+        return ",".join(names[first : first + self.slot_devices])
+
     def current_slot_name(self) -> str:
         """The slot of the calling pool process (its index is stable across replacements);
         `name` outside a pool, as when a test calls the task directly."""
@@ -115,7 +136,7 @@ def touch_slot(session: Session, identity: WorkerIdentity, name: str, now: datet
         "name": name,
         "queues": list(identity.queues),
         "has_gpu": identity.has_gpu,
-        "devices": identity.devices,
+        "devices": identity.slot_devices,
         "running_job_id": None,
         "last_seen": now,
         "idle_since": now,
@@ -132,7 +153,7 @@ def record_slot_job(
         "name": name,
         "queues": list(identity.queues),
         "has_gpu": identity.has_gpu,
-        "devices": identity.devices,
+        "devices": identity.slot_devices,
         "running_job_id": job_id,
         "last_seen": now,
         "idle_since": None if job_id else now,

@@ -47,22 +47,26 @@ def device_for_queue(queue: str) -> str:
     return "gpu" if queue == "gpu" else "cpu"
 
 
-def child_environment(device: str) -> dict[str, str]:
+def child_environment(device: str, visible_gpus: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
     else:
         env.pop("JAX_PLATFORMS", None)  # let JAX pick the GPU
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        if visible_gpus is not None:  # this slot's share of the worker's GPUs
+            env["CUDA_VISIBLE_DEVICES"] = visible_gpus
     return env
 
 
-def start_training_process(settings: Settings, device: str) -> subprocess.Popen[str]:
+def start_training_process(
+    settings: Settings, device: str, visible_gpus: str | None = None
+) -> subprocess.Popen[str]:
     """A training process for `device`, told the settings, getting ready for a job."""
     child = subprocess.Popen(
         [sys.executable, "-m", "worker.train_process"],
         stdin=subprocess.PIPE,
-        env=child_environment(device),
+        env=child_environment(device, visible_gpus),
         text=True,
     )
     absolute = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
@@ -108,8 +112,15 @@ def stop(child: subprocess.Popen[str]) -> None:
 class SparePool:
     """The spares of one slot: `per_device` ready processes for each device kind."""
 
-    def __init__(self, settings: Settings, devices: set[str], per_device: int):
+    def __init__(
+        self,
+        settings: Settings,
+        devices: set[str],
+        per_device: int,
+        visible_gpus: str | None = None,
+    ):
         self.settings = settings
+        self.visible_gpus = visible_gpus  # the slot's share of the GPUs (None: all)
         self.devices = sorted(devices)
         self.per_device = per_device
         self.spares: dict[str, list[subprocess.Popen[str]]] = {d: [] for d in self.devices}
@@ -133,7 +144,7 @@ class SparePool:
                     stop(child)
                     child = None
         if child is None:
-            child = start_training_process(self.settings, device)
+            child = start_training_process(self.settings, device, self.visible_gpus)
         assign(child, own)
         self.refill()
         return child
@@ -155,7 +166,7 @@ class SparePool:
                         )
                         stop(spare)
                 while len(alive) < self.per_device:
-                    alive.append(start_training_process(self.settings, device))
+                    alive.append(start_training_process(self.settings, device, self.visible_gpus))
                 self.spares[device] = alive
 
     def close(self) -> None:
@@ -175,13 +186,19 @@ class SparePool:
 
 
 _pool: SparePool | None = None  # this pool process's spares, once its slot started them
+_slot_gpus: str | None = None  # this pool process's share of the GPUs (None: all of them)
 
 
-def start_spares(settings: Settings, queues: list[str] | tuple[str, ...]) -> None:
-    """Called once in each Celery pool process (worker_process_init)."""
-    global _pool
+def start_spares(
+    settings: Settings, queues: list[str] | tuple[str, ...], visible_gpus: str | None = None
+) -> None:
+    """Called once in each Celery pool process (worker_process_init); `visible_gpus` is
+    its slot's `CUDA_VISIBLE_DEVICES` (`WorkerIdentity.slot_visible_gpus`)."""
+    global _pool, _slot_gpus
+    _slot_gpus = visible_gpus
     if settings.warm_spares > 0 and _pool is None:
-        _pool = SparePool(settings, {device_for_queue(q) for q in queues}, settings.warm_spares)
+        devices = {device_for_queue(q) for q in queues}
+        _pool = SparePool(settings, devices, settings.warm_spares, visible_gpus)
         _pool.start()
 
 
@@ -190,6 +207,6 @@ def training_process_for(settings: Settings, own: Ownership) -> subprocess.Popen
     `warm_spares` is 0, or the task runs outside a pool process, as in tests)."""
     if _pool is not None:
         return _pool.take(own)
-    child = start_training_process(settings, device_for_queue(own.queue))
+    child = start_training_process(settings, device_for_queue(own.queue), _slot_gpus)
     assign(child, own)
     return child

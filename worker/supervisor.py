@@ -175,7 +175,7 @@ def _claim(
                 # A message can only reach a queue this worker consumes, unless it was
                 # misrouted: a `gpu` job must never train on a CPU-only worker.
                 return None
-            chosen = fair_next_job(session, queue, identity.devices)
+            chosen = fair_next_job(session, queue, identity.slot_devices)
             if chosen is None:
                 return None
             job = claim_job(

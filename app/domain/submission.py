@@ -77,21 +77,9 @@ def _uploaded_id(ref: str | None) -> str | None:
     return None if ref is None or ref.startswith(dataset_store.BUILTIN_PREFIX) else ref
 
 
-# Data parallel (`resources.devices`): a job needs a worker slot with that many devices.
+# Data parallel (`resources.devices`): a job needs a worker with `min_devices` devices
+# (`app.domain.leases.fair_next_job` claims only such jobs).
 WORKER_FRESH_SECONDS = GPU_WORKER_FRESH_SECONDS  # a worker row this fresh is alive
-
-
-def fits_devices(requested: int | str, worker_devices: int) -> bool:
-    """The claim rule: a slot may run a job when its worker has the devices the job asks
-    for (`"all"` fits any worker: it uses the devices there are)."""
-    return requested == "all" or int(requested) <= worker_devices
-
-
-def job_devices(job: Job) -> int | str:
-    """The `resources.devices` of a job's stored spec (1 for specs stored before it)."""
-    resources = job.spec.get("resources") or {}
-    devices = resources.get("devices", 1)
-    return devices if devices == "all" else int(devices)
 
 
 def devices_waiting_for(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
@@ -99,11 +87,9 @@ def devices_waiting_for(session: Session, jobs: Sequence[Job]) -> dict[str, str]
     live worker of its queue has: `{job id: "4 devices"}`; jobs that fit are left out.
     Queries the workers only when some job asks for more than one device."""
     wanting = {
-        job.id: (job.queue, devices)
+        job.id: (job.queue, job.min_devices)
         for job in jobs
-        if job.status == JobStatus.QUEUED
-        and (devices := job_devices(job)) != "all"
-        and int(devices) > 1
+        if job.status == JobStatus.QUEUED and job.min_devices > 1
     }
     if not wanting:
         return {}

@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from app.domain.db.engine import transaction
 from app.domain.db.models import Worker
 from app.domain.db.types import utcnow
-from app.domain.submission import fits_devices
 from tests.specs import IRIS_MLP  # builtin:iris: 150 examples
 
 Headers = dict[str, str]
@@ -133,9 +132,3 @@ def test_jobs_that_fit_wait_for_nothing(app: FastAPI, client: TestClient, alice:
         spec = {**_spec(devices, batch_size=30), "device": "cpu"}
         job = client.post("/v1/jobs", json=spec, headers=alice).json()
         assert job["waiting_for"] is None
-
-
-def test_the_claim_rule() -> None:
-    assert fits_devices(1, 1) and fits_devices(4, 8) and fits_devices(8, 8)
-    assert not fits_devices(4, 2)
-    assert fits_devices("all", 1) and fits_devices("all", 8)
