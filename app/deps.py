@@ -77,14 +77,18 @@ async def current_tenant(
             caller = await run_in_threadpool(_look_up_key, request, credentials.credentials)
             if caller is not None:
                 cache.put(digest, caller)
+    if caller is not None and caller.key_id is not None:
+        watch = request.app.state.key_watch
+        if watch.is_revoked(caller.key_id):  # a lookup that raced the revocation cached it
+            caller = None
+        else:
+            watch.note_use(caller.key_id)
     if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or invalid API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if caller.key_id is not None:
-        request.app.state.key_watch.note_use(caller.key_id)
     limiter: RateLimiter = request.app.state.rate_limiter
     if not limiter.allow(digest):
         raise HTTPException(

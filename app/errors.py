@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -24,6 +25,7 @@ from app.domain.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from app.domain.storage import StorageError
 from core.errors import DatasetError, SpecError
 
 RETRY_AFTER_SECONDS = 1  # a backend that restarts is back within seconds
@@ -48,6 +50,8 @@ DATASET_ERROR_STATUS = {
 
 # `where` values of DatasetError that name a form field of the upload rather than the file.
 UPLOAD_FORM_FIELDS = {"format", "task", "target", "image_size"}
+
+log = logging.getLogger(__name__)
 
 
 async def spec_error(request: Request, exc: Exception) -> JSONResponse:
@@ -106,6 +110,13 @@ async def database_busy(request: Request, exc: Exception) -> JSONResponse:
     return unavailable("the database is busy; retry the request")
 
 
+async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The object store (or the data directory) failed a read or write: 503, retry. Its
+    message stays in the log: it may name the bucket and the store's own error text."""
+    log.warning("%s %s: storage error: %s", request.method, request.url.path, exc)
+    return unavailable("the file store is unavailable; retry the request")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer, except that a 405's `Allow` lists every method of the path.
 
@@ -160,3 +171,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(DBAPIError, database_unavailable)
     app.add_exception_handler(PoolTimeoutError, database_busy)
+    app.add_exception_handler(StorageError, storage_unavailable)

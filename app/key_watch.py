@@ -96,9 +96,10 @@ class KeyWatch:
                 self.learn_revoked(await run_in_threadpool(self.read_revoked))
                 if since_flush >= LAST_USED_FLUSH_SECONDS:
                     since_flush = 0.0
-                    await run_in_threadpool(self.flush_use)
-            except SQLAlchemyError:
-                log.warning("could not read key revocations; retrying", exc_info=True)
+                    used, self._used = self._used, {}  # swapped here, on the event loop
+                    await run_in_threadpool(self.flush_use, used)
+            except Exception:  # a database outage, or a bug: this task must outlive both
+                log.warning("could not check keys; retrying", exc_info=True)
             await asyncio.sleep(REVOCATION_POLL_SECONDS)
             since_flush += REVOCATION_POLL_SECONDS
 
@@ -126,10 +127,20 @@ class KeyWatch:
         if new and not first:
             log.info("keys revoked: %s; their requests and streams are refused", sorted(new))
 
-    def flush_use(self) -> None:
-        used, self._used = self._used, {}
+    def flush_use(self, used: dict[str, datetime] | None = None) -> None:
+        """Write the noted uses (by default all of them, taken now); on a failure they are
+        noted again, unless newer ones came meanwhile."""
+        if used is None:
+            used, self._used = self._used, {}
         if not used:
             return
-        with transaction(self.factory) as session:
+        try:
+            with transaction(self.factory) as session:
+                for key_id, when in used.items():
+                    session.execute(
+                        update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when)
+                    )
+        except SQLAlchemyError:
             for key_id, when in used.items():
-                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+                self._used.setdefault(key_id, when)
+            raise

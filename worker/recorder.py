@@ -271,15 +271,14 @@ class JobRecorder(Callbacks):
     def _record_checkpoint(self, session: Session, checkpoint: StoredCheckpoint) -> list[str]:
         """Add its row, and forget the older ones no longer kept; returns the keys whose
         stored files are to be deleted once this transaction has committed."""
-        session.add(
-            self.artifact(
-                ArtifactKind.CHECKPOINT,
-                checkpoint.key,
-                checkpoint.local,
-                checkpoint.epoch,
-                checkpoint.step,
-            )
+        row = self.artifact(
+            ArtifactKind.CHECKPOINT,
+            checkpoint.key,
+            checkpoint.local,
+            checkpoint.epoch,
+            checkpoint.step,
         )
+        session.add(row)
         session.flush()
         recorded = session.execute(
             select(Artifact.id, Artifact.epoch, Artifact.path).where(
@@ -287,7 +286,9 @@ class JobRecorder(Callbacks):
             )
         ).all()
         obsolete = set(
-            self.files.obsolete_checkpoints([(row.id, row.epoch, row.path) for row in recorded])
+            self.files.obsolete_checkpoints(
+                [(r.id, r.epoch, r.path) for r in recorded], current=row.id
+            )
         )
         if not obsolete:
             return []

@@ -120,6 +120,7 @@ def run_claimed_job(
         suspend=suspend,
         retry_seconds=settings.database_retry_seconds,
     )
+    recorder.files.clean_scratch()  # what an earlier run on this host left when killed
     try:
         return _run(settings, factory, recorder)
     finally:

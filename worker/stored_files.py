@@ -58,14 +58,28 @@ class JobFiles:
             log.warning("stored file %s cannot be read: %s", key, exc)
             return None
 
-    def obsolete_checkpoints(self, recorded: Sequence[tuple[str, int | None, str]]) -> list[str]:
-        """Of the recorded checkpoints `(row id, epoch, key)`, the rows to forget: those
-        whose file the engine pruned (data directory), or all but the newest
-        `KEEP_CHECKPOINTS` (object store: the caller deletes their objects after commit)."""
+    def obsolete_checkpoints(
+        self, recorded: Sequence[tuple[str, int | None, str]], current: str
+    ) -> list[str]:
+        """Of the recorded checkpoints `(row id, epoch, key)`, the rows to forget now that
+        the row `current` was added: those whose file the engine pruned (data directory);
+        with an object store, as the engine prunes, those of later epochs than the current
+        one (an abandoned attempt's) and all but the newest `KEEP_CHECKPOINTS` of the rest
+        (the caller deletes their objects after commit). Never `current` itself."""
         if self.store.in_place:
-            return [row_id for row_id, _, key in recorded if not self.store.exists(key)]
-        newest_first = sorted(recorded, key=lambda row: row[1] or 0, reverse=True)
-        return [row_id for row_id, _, _ in newest_first[KEEP_CHECKPOINTS:]]
+            return [
+                row_id
+                for row_id, _, key in recorded
+                if row_id != current and not self.store.exists(key)
+            ]
+        epoch = next(epoch or 0 for row_id, epoch, _ in recorded if row_id == current)
+        stale = [row_id for row_id, other, _ in recorded if (other or 0) > epoch]
+        kept = sorted(
+            (row for row in recorded if (row[1] or 0) <= epoch and row[0] != current),
+            key=lambda row: row[1] or 0,
+            reverse=True,
+        )
+        return stale + [row_id for row_id, _, _ in kept[KEEP_CHECKPOINTS - 1 :]]
 
     def delete(self, keys: Sequence[str]) -> None:
         """Best effort, after the rows that named `keys` are gone: leftovers only waste space."""

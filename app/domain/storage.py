@@ -24,8 +24,10 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -43,7 +45,11 @@ CACHE_DIR = "cache"  # under a host's data directory, with object storage
 
 
 class StorageError(OSError):
-    """A key that is missing, or a store that cannot be reached (its message says which)."""
+    """A store that cannot be reached or refuses a request (its message says which)."""
+
+
+class MissingObject(StorageError):
+    """No file or object under the key."""
 
 
 def unique_name(stem: str, suffix: str) -> str:
@@ -129,7 +135,7 @@ class LocalStorage:
     def local_path(self, key: str) -> Path:
         path = self._path(key)
         if not path.is_file():
-            raise StorageError(f"no file {key!r} in the data directory {self.root}")
+            raise MissingObject(f"no file {key!r} in the data directory")
         return path
 
     def local_tree(self, prefix: str) -> Path:
@@ -203,15 +209,16 @@ class ObjectStorage:
         return self.cache.get(key, self._fetch)
 
     def local_tree(self, prefix: str) -> Path:
+        fetched: list[Path] = []
         for key in self.keys(prefix):
-            self.local_path(key)
+            fetched.append(self.cache.get(key, self._fetch, keep=fetched))
         return self.cache.path(prefix)
 
     def _fetch(self, key: str, target: Path) -> None:
         try:
             self.fs.get_file(self._remote(key), str(target))
         except FileNotFoundError as exc:
-            raise StorageError(f"no object {key!r} in {self.url}") from exc
+            raise MissingObject(f"no object {key!r} in the bucket") from exc
         except (OSError, ValueError) as exc:
             raise StorageError(f"could not read {key!r} from {self.url}: {exc}") from exc
 
@@ -219,7 +226,7 @@ class ObjectStorage:
         try:
             handle: BinaryIO = self.fs.open(self._remote(key), "rb", block_size=STREAM_BLOCK_BYTES)
         except FileNotFoundError as exc:
-            raise StorageError(f"no object {key!r} in {self.url}") from exc
+            raise MissingObject(f"no object {key!r} in the bucket") from exc
         return handle
 
     def exists(self, key: str) -> bool:
@@ -273,19 +280,26 @@ class LocalCache:
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def get(self, key: str, fetch: Fetch) -> Path:
+    def get(self, key: str, fetch: Fetch, keep: Collection[Path] = ()) -> Path:
+        """The cached copy of `key`, fetched first if missing; eviction spares it and
+        `keep` (the other files of a folder being fetched)."""
         path = self.path(key)
         if path.is_file():
-            os.utime(path)  # recently used: evicted last
+            # Recently used: evicted last. The access time only: the modification time
+            # stays the object's (predictors are cached by it).
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        # A name of its own per fetch: two threads may fetch the same key at once.
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        os.close(fd)
+        part = Path(name)
         try:
             fetch(key, part)
             os.replace(part, path)
         finally:
             part.unlink(missing_ok=True)
-        self.evict(keep=path)
+        self.evict(keep={path, *keep})
         return path
 
     def forget(self, key: str) -> None:
@@ -295,19 +309,20 @@ class LocalCache:
         else:
             path.unlink(missing_ok=True)
 
-    def evict(self, keep: Path | None = None) -> None:
-        """Delete the least recently used copies until the cache fits its cap."""
+    def evict(self, keep: Collection[Path] = ()) -> None:
+        """Delete the least recently used copies until the cache fits its cap (never those
+        in `keep`: a cap smaller than what is in use is exceeded rather than broken)."""
         with self._lock:
             files = []
             for path in self.root.rglob("*"):
                 if path.is_file() and not path.name.endswith(".part"):
                     stat = path.stat()
-                    files.append((stat.st_mtime, stat.st_size, path))
+                    files.append((stat.st_atime, stat.st_size, path))
             total = sum(size for _, size, _ in files)
             for _, size, path in sorted(files, key=lambda item: item[0]):
                 if total <= self.max_bytes:
                     break
-                if path == keep:
+                if path in keep:
                     continue
                 path.unlink(missing_ok=True)
                 total -= size

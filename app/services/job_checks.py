@@ -19,7 +19,7 @@ from app.config import Settings
 from app.domain import dataset_store
 from app.domain.db.engine import reading
 from app.domain.db.models import Job
-from app.domain.storage import storage_for
+from app.domain.storage import MissingObject, storage_for
 from core.data import BUILDERS, DatasetInfo
 from core.errors import FitError, SpecError
 from core.fit import fit_check
@@ -142,6 +142,10 @@ def check_init_from(
         )
     try:
         model = storage_for(settings).local_path(source.model_path)
+    except MissingObject:
+        raise SpecError.at(loc, f"the model file of job {source_id} is missing") from None
+    # Any other storage error is the server's trouble (503), not this spec's.
+    try:
         with safe_open(str(model), framework="numpy") as file:
             # Shapes and dtypes from the header: the tensors themselves are never loaded.
             have = {name: _header_tensor(file.get_slice(name)) for name in file.keys()}  # noqa: SIM118

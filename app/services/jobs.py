@@ -36,7 +36,7 @@ from app.domain.db.types import UTCDateTime, utcnow
 from app.domain.errors import Conflict, NotFound
 from app.domain.quotas import check_active_quota, check_storage_quota
 from app.domain.status import ACTIVE_STATUSES, JobStatus, SweepStatus
-from app.domain.storage import StorageError, job_prefix, storage_for
+from app.domain.storage import MissingObject, job_prefix, storage_for
 from app.domain.submission import devices_waiting_for, new_job, route_device
 from app.pagination import newest_first_page
 from app.queue import JobQueue
@@ -173,8 +173,21 @@ def delete_job(session: Session, settings: Settings, job: Job) -> None:
     (checkpoints and model), which frees its model's bytes from the storage quota.
     Conflict for a queued or running job, and for a trial of a sweep still running (the
     sweep's sampler learns from its trials)."""
-    job_id = job.id
+    job_id, tenant_id = job.id, job.tenant_id
     with session.begin():
+        active = session.execute(
+            select(Job.id, Job.spec).where(
+                Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES)
+            )
+        ).all()
+        starting = [
+            row.id for row in active if (row.spec.get("init_from") or {}).get("job") == job_id
+        ]
+        if starting:
+            raise Conflict(
+                f"job {job_id}'s model is the `init_from` of queued or running job(s) "
+                f"{', '.join(starting[:5])}: wait for them to finish, or cancel them"
+            )
         deleted = session.execute(
             delete(Job).where(
                 Job.id == job_id,
@@ -211,8 +224,8 @@ def model_file(settings: Settings, job: Job) -> Path:
         raise NotFound(f"job {job.id} has no model (status: {job.status}){hint}")
     try:
         return storage_for(settings).local_path(job.model_path)
-    except StorageError as exc:
-        raise NotFound(f"the model file of job {job.id} is missing: {exc}") from exc
+    except MissingObject as exc:  # any other storage error is the server's: 503
+        raise NotFound(f"the model file of job {job.id} is missing") from exc
 
 
 def download_name(job: Job) -> str:

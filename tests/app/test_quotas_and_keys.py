@@ -164,14 +164,22 @@ def test_a_tenant_over_its_storage_quota_gets_429_until_it_deletes(
     assert client.post("/v1/jobs", json=IRIS_MLP, headers=alice).status_code == 201
 
 
-def test_only_a_finished_job_can_be_deleted(
-    client: TestClient, alice: Headers, bob: Headers
+def test_only_a_finished_job_no_active_job_starts_from_can_be_deleted(
+    client: TestClient, alice: Headers, bob: Headers, app: FastAPI
 ) -> None:
     job = client.post("/v1/jobs", json=IRIS_MLP, headers=alice).json()
     queued = client.delete(f"/v1/jobs/{job['id']}", headers=alice)
     assert queued.status_code == 409 and "cancel it" in queued.json()["detail"]
     assert client.delete(f"/v1/jobs/{job['id']}", headers=bob).status_code == 404
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).status_code == 202
+    # A queued job that starts from its model keeps it.
+    user = client.post("/v1/jobs", json=IRIS_MLP, headers=alice).json()
+    with transaction(app.state.sessionmaker) as session:
+        spec = {**IRIS_MLP, "init_from": {"job": job["id"]}}
+        session.execute(update(Job).where(Job.id == user["id"]).values(spec=spec))
+    in_use = client.delete(f"/v1/jobs/{job['id']}", headers=alice)
+    assert in_use.status_code == 409 and user["id"] in in_use.json()["detail"]
+    assert client.post(f"/v1/jobs/{user['id']}/cancel", headers=alice).status_code == 202
     assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).status_code == 204
     assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).status_code == 404
 

@@ -30,6 +30,7 @@ from app.domain.storage import (
 from app.main import create_app
 from tests.app.files import leftovers, npz_bytes
 from tests.object_store import CREDENTIALS, S3Server
+from worker.stored_files import JobFiles
 
 pytestmark = pytest.mark.xdist_group("object-store")
 
@@ -210,3 +211,14 @@ def test_storage_migrate_copies_what_the_rows_name_once(
     assert stored == sorted(storage_for(local).keys(f"datasets/{dataset_id}"))  # no cache
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "copied 0 files (0 bytes), 3 already there" in again.stderr
+
+
+def test_a_resumed_run_s_checkpoint_is_kept_over_an_abandoned_attempt_s(tmp_path: Path) -> None:
+    files = JobFiles(Settings(data_dir=tmp_path, storage_url="s3://bucket/p"), "job")
+    # An attempt recorded epochs 4 and 5 and died; the next one could not read them and
+    # started over: its checkpoint at epoch 1 must survive, the stale ones go.
+    recorded = [("r4", 4, "k4"), ("r5", 5, "k5"), ("r1", 1, "k1")]
+    assert sorted(files.obsolete_checkpoints(recorded, current="r1")) == ["r4", "r5"]
+    # In order: the newest two stay.
+    recorded = [("r1", 1, "k1"), ("r2", 2, "k2"), ("r3", 3, "k3")]
+    assert files.obsolete_checkpoints(recorded, current="r3") == ["r1"]
