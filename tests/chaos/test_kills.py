@@ -213,7 +213,9 @@ def test_fifty_small_jobs_from_four_clients_each_run_exactly_once(
             with lock:
                 submitted.extend(mine)
             for job_id in mine:
-                client.wait_for_job(job_id, "succeeded", JOB_SECONDS)
+                # Polled twice a second: four clients at 10 polls/s each would take a core
+                # from the worker on a small machine.
+                client.wait_for_job(job_id, "succeeded", JOB_SECONDS, interval=0.5)
         except BaseException as exc:  # re-raised by the test's thread below
             failures.append(exc)
         finally:

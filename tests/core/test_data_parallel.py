@@ -21,6 +21,9 @@ import pytest
 
 from tests.specs import mlp
 
+# One xdist worker runs the module: its child process (all runs at once) is computed once.
+pytestmark = pytest.mark.xdist_group("data-parallel")
+
 FORCED_DEVICES = 4
 RTOL = 1e-5
 DEVICE_COUNTS = (1, 2, 4)

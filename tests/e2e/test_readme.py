@@ -104,7 +104,7 @@ def _ready(api: str) -> bool:
 
 def test_the_configuration_table_lists_every_setting() -> None:
     table = section(README.read_text(), "Configuration")
-    documented = set(re.findall(r"^\| `(BACKPROP_[A-Z_]+)` \|", table, re.MULTILINE))
+    documented = set(re.findall(r"^\| `(BACKPROP_[A-Z0-9_]+)` \|", table, re.MULTILINE))
     expected = {f"BACKPROP_{name.upper()}" for name in Settings.model_fields}
     assert documented == expected
 
