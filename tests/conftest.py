@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from core.runtime import enable_compilation_cache
+from tests.object_store import S3Server
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Many tests train the same small models; identical programs compile once per session.
     enable_compilation_cache(tmp_path_factory.mktemp("jax-cache"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on loopback, for the object-storage tests (a bucket per test)."""
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # Each suite's run time at the end of the run (the chaos and contract suites' budgets are

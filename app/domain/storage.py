@@ -76,9 +76,6 @@ class Storage(Protocol):
     def put(self, local: Path, key: str) -> None:
         """Store the file `local` under `key` (the file is left as it is)."""
 
-    def put_tree(self, local: Path, prefix: str) -> None:
-        """Store every file under the folder `local` under `prefix/<relative path>`."""
-
     def local_path(self, key: str) -> Path:
         """A path on this host to read `key` from (the file itself, or a cached copy)."""
 
@@ -107,6 +104,12 @@ class Storage(Protocol):
         file for the data directory (so `put` is then a no-op), a local folder else."""
 
 
+def put_tree(store: Storage, local: Path, prefix: str) -> None:
+    """Store every file under the folder `local` under `prefix/<relative path>`."""
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        store.put(path, f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
 class LocalStorage:
     """Keys are files under `root` (the data directory), used in place."""
 
@@ -127,10 +130,6 @@ class LocalStorage:
         part = target.with_name(target.name + ".part")
         shutil.copyfile(local, part)
         os.replace(part, target)
-
-    def put_tree(self, local: Path, prefix: str) -> None:
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            self.put(path, f"{prefix}/{path.relative_to(local).as_posix()}")
 
     def local_path(self, key: str) -> Path:
         path = self._path(key)
@@ -200,10 +199,6 @@ class ObjectStorage:
             self.fs.put_file(str(local), self._remote(key))  # multipart, from disk
         except (OSError, ValueError) as exc:  # botocore's errors surface as OSError here
             raise StorageError(f"could not store {key!r} in {self.url}: {exc}") from exc
-
-    def put_tree(self, local: Path, prefix: str) -> None:
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            self.put(path, f"{prefix}/{path.relative_to(local).as_posix()}")
 
     def local_path(self, key: str) -> Path:
         return self.cache.get(key, self._fetch)

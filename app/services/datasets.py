@@ -29,7 +29,7 @@ from app.domain.db.types import new_id
 from app.domain.errors import Conflict, InvalidInput
 from app.domain.quotas import check_storage_quota, storage_exceeded, storage_room
 from app.domain.status import ACTIVE_STATUSES
-from app.domain.storage import DATASETS_PREFIX, Storage, storage_for
+from app.domain.storage import DATASETS_PREFIX, Storage, put_tree, storage_for
 from app.pagination import newest_first_page
 from app.schemas.common import PageQuery
 from app.schemas.datasets import DatasetPublic, DatasetsPublic, DatasetUploadForm
@@ -88,7 +88,7 @@ async def create_dataset(
         try:
             limits = Limits(max_bytes=settings.max_upload_bytes)
             info = await anyio.to_thread.run_sync(_convert, upload, form, directory, limits)
-            await anyio.to_thread.run_sync(store.put_tree, directory, key)
+            await anyio.to_thread.run_sync(put_tree, store, directory, key)
             row = DatasetRow(
                 id=dataset_id,
                 tenant_id=tenant_id,

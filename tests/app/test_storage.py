@@ -6,17 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import create_api_key
 from app.config import Settings
-from app.domain.db.engine import transaction
-from app.domain.db.migrate import upgrade_to_head
 from app.domain.storage import (
     LocalCache,
     LocalStorage,
@@ -24,24 +20,17 @@ from app.domain.storage import (
     Storage,
     StorageError,
     check_key,
+    put_tree,
     storage_for,
     unique_name,
 )
-from app.main import create_app
 from tests.app.files import leftovers, npz_bytes
 from tests.object_store import CREDENTIALS, S3Server
 from worker.stored_files import JobFiles
 
 pytestmark = pytest.mark.xdist_group("object-store")
 
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server.start(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
+Headers = dict[str, str]
 
 
 @pytest.fixture
@@ -93,7 +82,7 @@ def test_a_folder_is_stored_listed_read_as_a_folder_and_deleted(
     folder = tmp_path / "src"
     for name, content in {"x.npy": b"x" * 10, "y.npy": b"y" * 5, "meta.json": b"{}"}.items():
         _file(tmp_path, name, content)
-    store.put_tree(folder, "datasets/d1")
+    put_tree(store, folder, "datasets/d1")
     store.put(_file(tmp_path / "elsewhere", "other", b"o"), "datasets/d2/x.npy")
     assert list(store.keys("datasets/d1")) == [
         "datasets/d1/meta.json",
@@ -154,61 +143,54 @@ def test_the_storage_url_picks_the_backend(tmp_path: Path) -> None:
 
 
 def test_an_upload_goes_to_the_bucket_and_its_delete_removes_it_there(
-    s3_server: S3Server, s3_credentials: None, tmp_path: Path
+    s3_server: S3Server,
+    s3_credentials: None,
+    settings: Settings,
+    client: TestClient,
+    alice: Headers,
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "api-host",
-        storage_url=s3_server.new_bucket(),
-        s3_endpoint_url=s3_server.endpoint_url,
-    )
-    settings.data_dir.mkdir(parents=True)
-    upgrade_to_head(settings.resolved_database_url)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        with transaction(app.state.sessionmaker) as session:
-            headers = {"Authorization": f"Bearer {create_api_key(session, 'alice')}"}
-        data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
-        upload = client.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=headers)
-        assert upload.status_code == 201, upload.text
-        dataset_id = upload.json()["id"]
-        store = storage_for(settings)
-        assert len(list(store.keys(f"datasets/{dataset_id}"))) == 3
-        assert not (settings.data_dir / "datasets").exists()  # nothing kept on this host
-        assert leftovers(settings.data_dir) == []
-        deleted = client.delete(f"/v1/datasets/{dataset_id}", headers=headers)
-        assert deleted.status_code == 204
-        assert list(store.keys(f"datasets/{dataset_id}")) == []
+    settings.storage_url = s3_server.new_bucket()
+    settings.s3_endpoint_url = s3_server.endpoint_url
+    data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=alice)
+    assert upload.status_code == 201, upload.text
+    dataset_id = upload.json()["id"]
+    store = storage_for(settings)
+    assert len(list(store.keys(f"datasets/{dataset_id}"))) == 3
+    assert not (settings.data_dir / "datasets").exists()  # nothing kept on this host
+    assert leftovers(settings.data_dir) == []
+    deleted = client.delete(f"/v1/datasets/{dataset_id}", headers=alice)
+    assert deleted.status_code == 204
+    assert list(store.keys(f"datasets/{dataset_id}")) == []
 
 
 def test_storage_migrate_copies_what_the_rows_name_once(
-    s3_server: S3Server, s3_credentials: None, tmp_path: Path
+    s3_server: S3Server,
+    s3_credentials: None,
+    settings: Settings,
+    client: TestClient,
+    alice: Headers,
 ) -> None:
-    local = Settings(data_dir=tmp_path / "data")
-    local.data_dir.mkdir(parents=True)
-    upgrade_to_head(local.resolved_database_url)
-    app = create_app(local)
-    with TestClient(app) as client:
-        with transaction(app.state.sessionmaker) as session:
-            headers = {"Authorization": f"Bearer {create_api_key(session, 'alice')}"}
-        data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
-        dataset_id = client.post(
-            "/v1/datasets", files={"file": ("d.npz", data)}, headers=headers
-        ).json()["id"]
-    (local.data_dir / "xla-cache").mkdir()
-    (local.data_dir / "xla-cache" / "program").write_bytes(b"not a stored file")
+    data = npz_bytes(x=np.zeros((20, 3), np.float32), y=np.arange(20) % 2)
+    upload = client.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=alice)
+    dataset_id = upload.json()["id"]
+    (settings.data_dir / "xla-cache").mkdir()
+    (settings.data_dir / "xla-cache" / "program").write_bytes(b"not a stored file")
 
     bucket = s3_server.new_bucket()
     env = {**os.environ, "BACKPROP_S3_ENDPOINT_URL": s3_server.endpoint_url}
     command = [sys.executable, "-m", "app.cli", "storage", "migrate", "--to", bucket]
-    command += ["--data-dir", str(local.data_dir)]
+    command += ["--data-dir", str(settings.data_dir)]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "copied 3 files" in first.stderr and f"BACKPROP_STORAGE_URL={bucket}" in first.stderr
     target = storage_for(
-        local.model_copy(update={"storage_url": bucket, "s3_endpoint_url": s3_server.endpoint_url})
+        settings.model_copy(
+            update={"storage_url": bucket, "s3_endpoint_url": s3_server.endpoint_url}
+        )
     )
     stored = sorted(target.keys())
-    assert stored == sorted(storage_for(local).keys(f"datasets/{dataset_id}"))  # no cache
+    assert stored == sorted(storage_for(settings).keys(f"datasets/{dataset_id}"))  # no cache
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "copied 0 files (0 bytes), 3 already there" in again.stderr
 

@@ -120,6 +120,17 @@ def assert_one_row_per_epoch(store: JobStore, job_id: str, epochs: int) -> None:
         assert [p.epoch for p in points if p.name == name] == list(range(epochs)), name
 
 
+def assert_succeeded_in_one_go(
+    client: BackpropClient, store: JobStore, job_id: str, epochs: int
+) -> dict[str, Any]:
+    """The job succeeded, never re-queued, with one metrics row per epoch."""
+    job = wait_for_terminal(client, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert (job["attempt"], job["platform_interruptions"]) == (1, 0), "the job was re-queued"
+    assert_one_row_per_epoch(store, job_id, epochs)
+    return job
+
+
 def start_a_long_job(deployment: ServerDeployment, epochs: int = 40) -> str:
     """A job of `epochs` epochs of about a quarter of a second each, past its second."""
     spec = {**LONG_DIGITS_MLP, "training": {**LONG_DIGITS_MLP["training"], "epochs": epochs}}
@@ -150,10 +161,7 @@ def test_redis_restarted_mid_job(deploy: Deploy, own_redis: RedisServer) -> None
     own_redis.start_again()
 
     wait_until(client.ready, 30, what="/readyz after Redis is back")
-    job = wait_for_terminal(client, job_id)
-    assert job["status"] == "succeeded", job["error"]
-    assert (job["attempt"], job["platform_interruptions"]) == (1, 0), "the job was re-queued"
-    assert_one_row_per_epoch(store, job_id, epochs)
+    assert_succeeded_in_one_go(client, store, job_id, epochs)
     waiting = wait_for_terminal(client, submitted.json()["id"])
     assert waiting["status"] == "succeeded", waiting["error"]
     after = client.submit(xor_mlp())["id"]
@@ -178,10 +186,7 @@ def test_postgres_restarted_mid_job(deploy: Deploy, own_postgres: PostgresServer
     own_postgres.start_again()
 
     wait_until(client.ready, 30, what="/readyz after PostgreSQL is back")
-    job = wait_for_terminal(client, job_id)
-    assert job["status"] == "succeeded", job["error"]
-    assert (job["attempt"], job["platform_interruptions"]) == (1, 0), "the job was re-queued"
-    assert_one_row_per_epoch(store, job_id, epochs)
+    assert_succeeded_in_one_go(client, store, job_id, epochs)
     after = client.submit(xor_mlp())["id"]
     assert wait_for_terminal(client, after)["status"] == "succeeded"
 
@@ -201,8 +206,5 @@ def test_postgres_down_when_the_job_ends(deploy: Deploy, own_postgres: PostgresS
     time.sleep(2)  # the training process is retrying its last writes now
     own_postgres.start_again()
 
-    job = wait_for_terminal(client, job_id)
-    assert job["status"] == "succeeded", job["error"]
-    assert (job["attempt"], job["platform_interruptions"]) == (1, 0), "the job was re-queued"
+    job = assert_succeeded_in_one_go(client, store, job_id, epochs)
     assert job["summary"]["epochs_completed"] == epochs
-    assert_one_row_per_epoch(store, job_id, epochs)

@@ -36,15 +36,6 @@ JOB_SECONDS = 240
 HOSTS = ("host-a", "host-b")
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server.start(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class ManyHosts:
     """`backprop api` and one `backprop worker` per host, each with a data directory of
     its own, all pointed at one bucket."""
